@@ -1,0 +1,168 @@
+//! The face-crop function: decode, detect, align and crop, encode.
+
+use std::io::Cursor;
+use std::path::Path;
+use std::time::Instant;
+
+use image::RgbImage;
+use image::codecs::png::{CompressionType, FilterType, PngEncoder};
+use lambdex_proto::{
+    BBox, Base64Bytes, Crop, CropFormat, CropTimings, CroppedFace, FaceCropRequest,
+    FaceCropResponse, ImageSize, Keypoints, ModelInfo, Point,
+};
+
+use crate::align::{DEFAULT_PADDING, extract_chip};
+use crate::decode::{DecodeLimits, decode};
+use crate::detect::{DetectConfig, Detection, Detector};
+use crate::error::FunctionError;
+use crate::models::load_detector;
+use crate::onnx::LoadError;
+
+/// The side of the crops returned: the largest classifier input (age, 64).
+pub const DEFAULT_CROP_SIZE: u32 = 64;
+/// The most faces returned per image, most confident first.
+pub const DEFAULT_MAX_FACES: usize = 100;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct FaceCropConfig {
+    pub detect: DetectConfig,
+    pub decode: DecodeLimits,
+    pub crop_size: u32,
+    /// dlib's chip padding around the face template.
+    pub padding: f64,
+    pub max_faces: usize,
+}
+
+impl Default for FaceCropConfig {
+    fn default() -> Self {
+        Self {
+            detect: DetectConfig::default(),
+            decode: DecodeLimits::default(),
+            crop_size: DEFAULT_CROP_SIZE,
+            padding: DEFAULT_PADDING,
+            max_faces: DEFAULT_MAX_FACES,
+        }
+    }
+}
+
+/// The loaded detector and its settings: built once per process.
+#[derive(Debug)]
+pub struct FaceCropper {
+    detector: Detector,
+    info: ModelInfo,
+    config: FaceCropConfig,
+}
+
+impl FaceCropper {
+    pub fn load(models_dir: &Path, config: FaceCropConfig) -> Result<Self, LoadError> {
+        let (detector, info) = load_detector(models_dir, config.detect.clone())?;
+        Ok(Self {
+            detector,
+            info,
+            config,
+        })
+    }
+
+    pub fn detector(&self) -> &Detector {
+        &self.detector
+    }
+
+    pub fn detector_info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    pub fn config(&self) -> &FaceCropConfig {
+        &self.config
+    }
+
+    /// Handles one request.
+    pub fn crop(&self, request: &FaceCropRequest) -> Result<FaceCropResponse, FunctionError> {
+        let started = Instant::now();
+        let image = decode(request.image.as_ref(), self.config.decode)?;
+        let decode_ms = ms_since(started);
+
+        let detect_started = Instant::now();
+        let detections = self.detect(&image)?;
+        let detect_ms = ms_since(detect_started);
+
+        let align_started = Instant::now();
+        let faces = detections
+            .iter()
+            .map(|face| self.cropped_face(&image, face))
+            .collect::<Result<Vec<_>, _>>()?;
+        let align_ms = ms_since(align_started);
+
+        Ok(FaceCropResponse {
+            image: ImageSize {
+                width: image.width(),
+                height: image.height(),
+            },
+            faces,
+            detector: self.info.clone(),
+            timings: CropTimings {
+                decode_ms,
+                detect_ms,
+                align_ms,
+                total_ms: ms_since(started),
+            },
+        })
+    }
+
+    /// The faces in a decoded image, at most `max_faces`, best first.
+    pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, FunctionError> {
+        let mut detections = self.detector.detect(image)?;
+        detections.truncate(self.config.max_faces);
+        Ok(detections)
+    }
+
+    /// The aligned chip of one face.
+    pub fn chip(&self, image: &RgbImage, face: &Detection) -> RgbImage {
+        extract_chip(image, face, self.config.crop_size, self.config.padding)
+    }
+
+    fn cropped_face(
+        &self,
+        image: &RgbImage,
+        face: &Detection,
+    ) -> Result<CroppedFace, FunctionError> {
+        let chip = self.chip(image, face);
+        let point = |p: [f32; 2]| Point { x: p[0], y: p[1] };
+        let [right_eye, left_eye, nose_tip, mouth, right_ear, left_ear] = face.keypoints.map(point);
+        Ok(CroppedFace {
+            bbox: BBox {
+                x: face.bbox[0],
+                y: face.bbox[1],
+                width: face.bbox[2] - face.bbox[0],
+                height: face.bbox[3] - face.bbox[1],
+            },
+            keypoints: Keypoints {
+                right_eye,
+                left_eye,
+                nose_tip,
+                mouth,
+                right_ear,
+                left_ear,
+            },
+            score: face.score,
+            crop: Crop {
+                format: CropFormat::Png,
+                width: chip.width(),
+                height: chip.height(),
+                data: Base64Bytes(encode_png(&chip)?),
+            },
+        })
+    }
+}
+
+/// Lossless and quick: the crops are small, and the time is billed.
+fn encode_png(chip: &RgbImage) -> Result<Vec<u8>, FunctionError> {
+    let mut out = Cursor::new(Vec::new());
+    let encoder = PngEncoder::new_with_quality(&mut out, CompressionType::Fast, FilterType::Sub);
+    chip.write_with_encoder(encoder)
+        .map_err(|error| FunctionError::Internal(format!("encoding a crop as PNG: {error}")))?;
+    Ok(out.into_inner())
+}
+
+pub(crate) fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,170 @@
+//! The face-crop function's request and response.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Base64Bytes, ModelInfo};
+
+/// An image for the face-crop function: the encoded file as downloaded
+/// (JPEG, PNG, WebP or GIF).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceCropRequest {
+    pub image: Base64Bytes,
+}
+
+/// Every face found in one image, each with its aligned crop.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceCropResponse {
+    /// The image's size after its EXIF orientation was applied: the frame
+    /// that every box and keypoint refers to.
+    pub image: ImageSize,
+    /// Most confident first.
+    pub faces: Vec<CroppedFace>,
+    pub detector: ModelInfo,
+    pub timings: CropTimings,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageSize {
+    pub width: u32,
+    pub height: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CroppedFace {
+    pub bbox: BBox,
+    pub keypoints: Keypoints,
+    /// Detection confidence in [0, 1].
+    pub score: f32,
+    pub crop: Crop,
+}
+
+/// An axis-aligned box in original image pixels.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct BBox {
+    pub x: f32,
+    pub y: f32,
+    pub width: f32,
+    pub height: f32,
+}
+
+impl BBox {
+    pub fn center(&self) -> Point {
+        Point {
+            x: self.x + self.width / 2.0,
+            y: self.y + self.height / 2.0,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Point {
+    pub x: f32,
+    pub y: f32,
+}
+
+/// BlazeFace's six keypoints in original image pixels. "Right" and "left"
+/// are the subject's: the right eye appears on the image's left side.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Keypoints {
+    pub right_eye: Point,
+    pub left_eye: Point,
+    pub nose_tip: Point,
+    pub mouth: Point,
+    pub right_ear: Point,
+    pub left_ear: Point,
+}
+
+/// An encoded, aligned face crop (a dlib-style face chip).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Crop {
+    pub format: CropFormat,
+    pub width: u32,
+    pub height: u32,
+    pub data: Base64Bytes,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CropFormat {
+    /// Lossless, 8-bit RGB.
+    Png,
+}
+
+/// Where the function spent its time, in milliseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+pub struct CropTimings {
+    pub decode_ms: f64,
+    pub detect_ms: f64,
+    pub align_ms: f64,
+    pub total_ms: f64,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn example() -> FaceCropResponse {
+        let p = |x, y| Point { x, y };
+        FaceCropResponse {
+            image: ImageSize {
+                width: 512,
+                height: 512,
+            },
+            faces: vec![CroppedFace {
+                bbox: BBox {
+                    x: 180.5,
+                    y: 60.0,
+                    width: 90.0,
+                    height: 90.25,
+                },
+                keypoints: Keypoints {
+                    right_eye: p(205.0, 90.0),
+                    left_eye: p(245.0, 91.0),
+                    nose_tip: p(225.0, 110.0),
+                    mouth: p(225.0, 128.0),
+                    right_ear: p(185.0, 100.0),
+                    left_ear: p(262.0, 101.0),
+                },
+                score: 0.93,
+                crop: Crop {
+                    format: CropFormat::Png,
+                    width: 64,
+                    height: 64,
+                    data: Base64Bytes(vec![137, 80, 78, 71]),
+                },
+            }],
+            detector: ModelInfo {
+                id: "blazeface".into(),
+                sha256: "ab".repeat(32),
+            },
+            timings: CropTimings {
+                decode_ms: 3.5,
+                detect_ms: 4.0,
+                align_ms: 0.2,
+                total_ms: 8.0,
+            },
+        }
+    }
+
+    #[test]
+    fn response_round_trips_and_ignores_unknown_fields() {
+        let response = example();
+        let mut value = serde_json::to_value(&response).expect("serialises");
+        assert_eq!(value["faces"][0]["crop"]["format"], "png");
+        value["faces"][0]["landmarks_v2"] = serde_json::json!([1, 2, 3]);
+        value["added_later"] = true.into();
+        let back: FaceCropResponse = serde_json::from_value(value).expect("deserialises");
+        assert_eq!(back, response);
+    }
+
+    #[test]
+    fn request_carries_the_image_as_base64() {
+        let request = FaceCropRequest {
+            image: Base64Bytes(b"\xff\xd8\xff".to_vec()),
+        };
+        let json = serde_json::to_string(&request).expect("serialises");
+        assert_eq!(json, r#"{"image":"/9j/"}"#);
+        let back: FaceCropRequest = serde_json::from_str(&json).expect("deserialises");
+        assert_eq!(back, request);
+    }
+}

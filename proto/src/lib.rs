@@ -1,0 +1,55 @@
+//! The contract between lambdex's coordinator and its functions, and the
+//! document lambdex stores.
+//!
+//! A job's data passes through these types in this order:
+//!
+//! - [`job`]: a [`Job`] is what producers publish: an image URL and metadata.
+//! - [`crop`]: the coordinator sends the downloaded image to the face-crop
+//!   function as a [`FaceCropRequest`] and gets back one aligned crop per face.
+//! - [`classify`]: each classifier function gets a batch of crops as a
+//!   [`ClassifyRequest`] and answers one [`Prediction`] per crop.
+//! - [`doc`]: the coordinator joins the answers into one [`PredictionDoc`]
+//!   per image, the document written to Elasticsearch.
+//!
+//! [`error_type`] names the handled errors a function reports, and whether a
+//! retry can help. [`schema`] holds the version check shared by the messages that cross a
+//! deployment boundary, and [`bytes`] the base64 wrapper used for image data.
+//!
+//! Every message ignores fields it does not know, so a newer producer can add
+//! fields without breaking an older consumer; a `schema_version` this build
+//! does not know is refused with [`ProtoError::UnsupportedSchemaVersion`].
+
+pub mod bytes;
+pub mod classify;
+pub mod crop;
+pub mod doc;
+pub mod error_type;
+pub mod job;
+pub mod schema;
+
+pub use bytes::Base64Bytes;
+pub use classify::{
+    AgeBin, AgePrediction, ClassifyRequest, ClassifyResponse, ClassifyTimings, Gender,
+    GenderPrediction, Prediction,
+};
+pub use crop::{
+    BBox, Crop, CropFormat, CropTimings, CroppedFace, FaceCropRequest, FaceCropResponse, ImageSize,
+    Keypoints, Point,
+};
+pub use doc::{
+    AgeDoc, FaceDoc, Failure, GenderDoc, ModelRole, ModelUsed, PredictionDoc, StageTiming, Status,
+};
+pub use error_type::ErrorType;
+pub use job::{Job, JobError, JobParseError, MAX_PRIORITY};
+pub use schema::{ProtoError, SCHEMA_VERSION, SchemaVersion};
+
+/// Identifies a model file: a stable name and the sha256 of the exact bytes
+/// that served the request, so a stored result can be traced to its weights.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ModelInfo {
+    /// A stable model name, e.g. `blazeface-front-128+back-256` or `age-v1`.
+    pub id: String,
+    /// Lower-case hex sha256 of the weights file; for a model made of several
+    /// files, the sha256 of their hex digests, one per line, in id order.
+    pub sha256: String,
+}

@@ -1,0 +1,214 @@
+//! The functions on the real weights and the real photo, through their
+//! handlers and the proto types, with no services.
+
+use std::sync::OnceLock;
+
+use image::{ImageFormat, RgbImage, imageops};
+use lambdex_lambdas::handler::classify_request;
+use lambdex_lambdas::{Classifier, FaceCropConfig, FaceCropper, FunctionError, Task, models};
+use lambdex_proto::{
+    Base64Bytes, ClassifyRequest, ClassifyResponse, ErrorType, FaceCropRequest, FaceCropResponse,
+    Gender, Prediction,
+};
+use lambdex_tests::{
+    ASTRONAUT_FACE, astronaut, astronaut_png, encode, encode_jpeg, models_dir, no_face,
+    required_scenes, with_exif_orientation,
+};
+
+fn cropper() -> &'static FaceCropper {
+    static CROPPER: OnceLock<FaceCropper> = OnceLock::new();
+    CROPPER.get_or_init(|| {
+        FaceCropper::load(&models_dir(), FaceCropConfig::default()).expect("the detector loads")
+    })
+}
+
+fn classifier(task: Task) -> &'static Classifier {
+    static AGE: OnceLock<Classifier> = OnceLock::new();
+    static GENDER: OnceLock<Classifier> = OnceLock::new();
+    let cell = match task {
+        Task::Age => &AGE,
+        Task::Gender => &GENDER,
+    };
+    cell.get_or_init(|| models::load_classifier(&models_dir(), task).expect("the model loads"))
+}
+
+fn crop(bytes: Vec<u8>) -> Result<FaceCropResponse, FunctionError> {
+    cropper().crop(&FaceCropRequest {
+        image: Base64Bytes(bytes),
+    })
+}
+
+fn classify(task: Task, response: &FaceCropResponse) -> ClassifyResponse {
+    let request = ClassifyRequest {
+        crops: response.faces.iter().map(|f| f.crop.clone()).collect(),
+    };
+    classify_request(classifier(task), &request).expect("classifies")
+}
+
+fn centre(face: &lambdex_proto::CroppedFace) -> [f32; 2] {
+    let c = face.bbox.center();
+    [c.x, c.y]
+}
+
+fn inside(point: [f32; 2], area: [f32; 4]) -> bool {
+    point[0] > area[0] && point[0] < area[2] && point[1] > area[1] && point[1] < area[3]
+}
+
+#[test]
+fn the_astronaut_has_one_face_where_it_is() {
+    let response = crop(astronaut_png()).expect("crops");
+    assert_eq!(response.faces.len(), 1, "{:?}", response.faces);
+    let face = &response.faces[0];
+    assert!(inside(centre(face), ASTRONAUT_FACE), "{:?}", face.bbox);
+    assert!(
+        face.bbox.width > 60.0 && face.bbox.width < 140.0,
+        "{:?}",
+        face.bbox
+    );
+    assert!(face.score > 0.75, "score {}", face.score);
+    // The subject's right eye is on the image's left, and both are above the mouth.
+    let k = face.keypoints;
+    assert!(
+        k.right_eye.x < k.left_eye.x && k.left_eye.y < k.mouth.y,
+        "{k:?}"
+    );
+    assert_eq!((face.crop.width, face.crop.height), (64, 64));
+    assert_eq!((response.image.width, response.image.height), (512, 512));
+    assert_eq!(response.detector.sha256.len(), 64);
+}
+
+#[test]
+fn the_astronaut_is_a_woman_between_20_and_50() {
+    let response = crop(astronaut_png()).expect("crops");
+    let gender = classify(Task::Gender, &response);
+    let Prediction::Gender(g) = &gender.predictions[0] else {
+        panic!("a gender prediction: {gender:?}");
+    };
+    assert_eq!(g.label, Gender::Female);
+    assert!(g.probability >= 0.8, "female with p = {}", g.probability);
+    assert_eq!(gender.model.id, "gender-v1");
+
+    let age = classify(Task::Age, &response);
+    let Prediction::Age(a) = &age.predictions[0] else {
+        panic!("an age prediction: {age:?}");
+    };
+    assert!((20.0..=50.0).contains(&a.years), "age {}", a.years);
+    assert!(a.std_dev > 0.0 && a.top_bins.len() == 3, "{a:?}");
+    assert_eq!(
+        age.model.sha256,
+        "4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c"
+    );
+}
+
+#[test]
+fn an_image_without_a_face_gives_zero_faces() {
+    let response = crop(encode(&no_face(), ImageFormat::Png)).expect("crops");
+    assert!(response.faces.is_empty(), "{:?}", response.faces);
+    assert_eq!(response.image.width, 640);
+}
+
+#[test]
+fn two_copies_side_by_side_give_a_face_in_each_half() {
+    let photo = astronaut();
+    let mut pair = RgbImage::new(1024, 512);
+    imageops::replace(&mut pair, &photo, 0, 0);
+    imageops::replace(&mut pair, &photo, 512, 0);
+    let response = crop(encode(&pair, ImageFormat::Png)).expect("crops");
+    assert_eq!(response.faces.len(), 2, "{:?}", response.faces);
+    for half in [0.0, 512.0] {
+        let expected = [
+            ASTRONAUT_FACE[0] + half,
+            ASTRONAUT_FACE[1],
+            ASTRONAUT_FACE[2] + half,
+            ASTRONAUT_FACE[3],
+        ];
+        assert!(
+            response.faces.iter().any(|f| inside(centre(f), expected)),
+            "no face at {expected:?}: {:?}",
+            response.faces
+        );
+    }
+    // Both faces go to the classifier in one batch, one answer each.
+    assert_eq!(classify(Task::Gender, &response).predictions.len(), 2);
+}
+
+#[test]
+fn a_photo_stored_sideways_with_an_exif_orientation_is_turned_upright() {
+    // Rotate the photo 90° anticlockwise, as a camera held sideways stores
+    // it, and tag it "rotate 90° clockwise to display" (6).
+    let mut tall = RgbImage::from_pixel(512, 640, image::Rgb([200, 200, 200]));
+    imageops::replace(&mut tall, &astronaut(), 0, 64);
+    let stored = imageops::rotate270(&tall);
+    let jpeg = with_exif_orientation(&encode_jpeg(&stored, 92), 6);
+
+    let response = crop(jpeg).expect("crops");
+    assert_eq!(
+        (response.image.width, response.image.height),
+        (512, 640),
+        "the frame is upright"
+    );
+    assert_eq!(response.faces.len(), 1, "{:?}", response.faces);
+    let face = ASTRONAUT_FACE;
+    assert!(inside(
+        centre(&response.faces[0]),
+        [face[0], face[1] + 64.0, face[2], face[3] + 64.0]
+    ));
+
+    // Without the tag the face lies on its side, and the detector, trained
+    // on upright faces, must not be what made the test pass.
+    let untagged = crop(encode_jpeg(&stored, 92)).expect("crops");
+    assert_eq!((untagged.image.width, untagged.image.height), (640, 512));
+}
+
+#[test]
+fn corrupt_bytes_give_a_clear_invalid_image_error() {
+    for (bytes, expected) in [
+        (b"definitely not an image".to_vec(), "not an image"),
+        (Vec::new(), "empty"),
+        (astronaut_png()[..2000].to_vec(), "corrupt"),
+    ] {
+        let error = crop(bytes).expect_err("refused");
+        assert_eq!(error.error_type(), ErrorType::InvalidImage, "{error}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+#[test]
+fn classify_refuses_crops_that_are_not_images() {
+    let request = ClassifyRequest {
+        crops: vec![lambdex_proto::Crop {
+            format: lambdex_proto::CropFormat::Png,
+            width: 64,
+            height: 64,
+            data: Base64Bytes(b"nope".to_vec()),
+        }],
+    };
+    let error = classify_request(classifier(Task::Age), &request).expect_err("refused");
+    assert_eq!(error.error_type(), ErrorType::InvalidRequest);
+    assert!(error.to_string().contains("crop 0"), "{error}");
+}
+
+#[test]
+fn detection_finds_every_face_of_the_required_scenes() {
+    let mut report = Vec::new();
+    let mut missed = Vec::new();
+    for scene in required_scenes() {
+        let response = crop(encode(&scene.image, ImageFormat::Png)).expect("crops");
+        let centres: Vec<[f32; 2]> = response.faces.iter().map(centre).collect();
+        let (found, strays) = scene.score(&centres);
+        report.push(format!(
+            "{}: {found}/{} found, {strays} stray",
+            scene.name,
+            scene.faces.len()
+        ));
+        if found != scene.faces.len() || strays > 0 {
+            missed.push(scene.name.clone());
+        }
+    }
+    println!("{}", report.join("\n"));
+    assert!(
+        missed.is_empty(),
+        "missed or stray faces in {missed:?}:\n{}",
+        report.join("\n")
+    );
+}
