@@ -90,7 +90,7 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         Some(dir) => dir,
         None => models::models_dir()?,
     };
-    let functions = InProcess::load(&models_dir, FaceCropConfig::default())
+    let functions = InProcess::load(&models_dir, FaceCropConfig::from_env()?)
         .with_context(|| format!("loading the models from {}", models_dir.display()))?;
     let input = Input::default();
     let config = PredictConfig::default();

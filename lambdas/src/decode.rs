@@ -40,6 +40,8 @@ pub enum DecodeError {
         height: u32,
         max_pixels: u64,
     },
+    #[error("decoding the image needs more memory than the limit for {max_pixels} pixels allows")]
+    OverMemoryLimit { max_pixels: u64 },
     #[error("the image has no pixels ({width}×{height})")]
     NoPixels { width: u32, height: u32 },
     #[error("the {format:?} image is corrupt or truncated: {reason}")]
@@ -65,9 +67,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
         return Err(DecodeError::UnsupportedFormat(format));
     }
     let corrupt = |error: image::ImageError| match error {
-        image::ImageError::Limits(_) => DecodeError::TooManyPixels {
-            width: 0,
-            height: 0,
+        image::ImageError::Limits(_) => DecodeError::OverMemoryLimit {
             max_pixels: limits.max_pixels,
         },
         other => DecodeError::Corrupt {

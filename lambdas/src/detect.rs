@@ -112,8 +112,9 @@ impl BlazeFace {
                 continue;
             }
             let raw = &boxes[i * 16..(i + 1) * 16];
-            let to_image =
-                |dx: f32, dy: f32| letterbox.image_point(anchor[0] * size + dx, anchor[1] * size + dy);
+            let to_image = |dx: f32, dy: f32| {
+                letterbox.image_point(anchor[0] * size + dx, anchor[1] * size + dy)
+            };
             let [cx, cy] = to_image(raw[0], raw[1]);
             let (w, h) = (raw[2] / letterbox.scale, raw[3] / letterbox.scale);
             let mut keypoints = [[0.0; 2]; 6];

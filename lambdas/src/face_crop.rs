@@ -45,6 +45,81 @@ impl Default for FaceCropConfig {
     }
 }
 
+/// Why a setting from the environment was refused.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}={value:?} is not valid: {reason}")]
+pub struct ConfigError {
+    pub name: &'static str,
+    pub value: String,
+    pub reason: String,
+}
+
+impl FaceCropConfig {
+    /// The defaults, overridden by any of `LAMBDEX_MAX_PIXELS`,
+    /// `LAMBDEX_MAX_FACES`, `LAMBDEX_CROP_SIZE`, `LAMBDEX_TILE_MIN_SIDE`
+    /// and `LAMBDEX_DETECT_THRESHOLD` that are set.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// As [`Self::from_env`], reading variables through `lookup`.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        fn parse<T: std::str::FromStr>(
+            lookup: &impl Fn(&str) -> Option<String>,
+            name: &'static str,
+            target: &mut T,
+            valid: impl Fn(&T) -> bool,
+        ) -> Result<(), ConfigError>
+        where
+            T::Err: std::fmt::Display,
+        {
+            let Some(value) = lookup(name) else {
+                return Ok(());
+            };
+            let refused = |reason: String| ConfigError {
+                name,
+                value: value.clone(),
+                reason,
+            };
+            let parsed: T = value
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| refused(e.to_string()))?;
+            if !valid(&parsed) {
+                return Err(refused("out of range".to_owned()));
+            }
+            *target = parsed;
+            Ok(())
+        }
+        let mut config = Self::default();
+        parse(
+            &lookup,
+            "LAMBDEX_MAX_PIXELS",
+            &mut config.decode.max_pixels,
+            |v| *v > 0,
+        )?;
+        parse(&lookup, "LAMBDEX_MAX_FACES", &mut config.max_faces, |v| {
+            *v > 0
+        })?;
+        parse(&lookup, "LAMBDEX_CROP_SIZE", &mut config.crop_size, |v| {
+            (16..=512).contains(v)
+        })?;
+        parse(
+            &lookup,
+            "LAMBDEX_TILE_MIN_SIDE",
+            &mut config.detect.tile_min_side,
+            |v| *v > 0,
+        )?;
+        let mut threshold = config.detect.back_threshold;
+        parse(&lookup, "LAMBDEX_DETECT_THRESHOLD", &mut threshold, |v| {
+            *v > 0.0 && *v < 1.0
+        })?;
+        config.detect.front_threshold = threshold;
+        config.detect.back_threshold = threshold;
+        Ok(config)
+    }
+}
+
 /// The loaded detector and its settings: built once per process.
 #[derive(Debug)]
 pub struct FaceCropper {
@@ -165,4 +240,46 @@ fn encode_png(chip: &RgbImage) -> Result<Vec<u8>, FunctionError> {
 
 pub(crate) fn ms_since(start: Instant) -> f64 {
     start.elapsed().as_secs_f64() * 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lookup(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| {
+            pairs
+                .iter()
+                .find(|(n, _)| *n == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
+    }
+
+    #[test]
+    fn settings_from_the_environment_override_the_defaults() {
+        let config = FaceCropConfig::from_lookup(lookup(&[
+            ("LAMBDEX_MAX_FACES", "7"),
+            ("LAMBDEX_DETECT_THRESHOLD", "0.6"),
+        ]))
+        .expect("valid");
+        assert_eq!(config.max_faces, 7);
+        assert_eq!(config.detect.front_threshold, 0.6);
+        assert_eq!(config.crop_size, DEFAULT_CROP_SIZE);
+    }
+
+    #[test]
+    fn a_bad_setting_is_refused_with_its_name_and_value() {
+        let error = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_CROP_SIZE", "4")]))
+            .expect_err("refused");
+        assert_eq!(
+            error.to_string(),
+            "LAMBDEX_CROP_SIZE=\"4\" is not valid: out of range"
+        );
+        let error = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_MAX_FACES", "many")]))
+            .expect_err("refused");
+        assert!(
+            error.to_string().starts_with("LAMBDEX_MAX_FACES=\"many\""),
+            "{error}"
+        );
+    }
 }

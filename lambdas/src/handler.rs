@@ -56,6 +56,7 @@ pub fn classify_request(
         .iter()
         .enumerate()
         .map(|(i, crop)| {
+            // PNG is the only crop format; a new one must be decoded here.
             let CropFormat::Png = crop.format;
             let chip = decode(crop.data.as_ref(), limits)
                 .map_err(|error| FunctionError::InvalidRequest(format!("crop {i}: {error}")))?;

@@ -6,7 +6,7 @@ use lambdex_lambdas::{FaceCropConfig, FaceCropper, handler, models};
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
     lambda_runtime::tracing::init_default_subscriber();
-    let cropper = FaceCropper::load(&models::models_dir()?, FaceCropConfig::default())?;
+    let cropper = FaceCropper::load(&models::models_dir()?, FaceCropConfig::from_env()?)?;
     let cropper = &cropper;
     lambda_runtime::run(service_fn(move |event| handler::face_crop(cropper, event))).await
 }
