@@ -78,5 +78,5 @@ pub fn combined_sha256(digests: &[&str]) -> String {
 /// Loads the classifier for `task` from `dir`.
 pub fn load_classifier(dir: &Path, task: Task) -> Result<Classifier, LoadError> {
     let (_, file, _) = task.model();
-    Classifier::load(task, &OnnxFile::read(&dir.join(file))?)
+    Classifier::load(task, OnnxFile::read(&dir.join(file))?)
 }

@@ -212,3 +212,38 @@ fn detection_finds_every_face_of_the_required_scenes() {
         report.join("\n")
     );
 }
+
+#[test]
+fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
+    let photo = astronaut();
+    let mut pair = RgbImage::new(1024, 512);
+    imageops::replace(&mut pair, &photo, 0, 0);
+    imageops::replace(&mut pair, &imageops::flip_horizontal(&photo), 512, 0);
+    let response = crop(encode(&pair, ImageFormat::Png)).expect("crops");
+    assert_eq!(response.faces.len(), 2);
+    for task in Task::ALL {
+        let together = classify(task, &response).predictions;
+        for (i, face) in response.faces.iter().enumerate() {
+            let alone = classify_request(
+                classifier(task),
+                &ClassifyRequest {
+                    crops: vec![face.crop.clone()],
+                },
+            )
+            .expect("classifies")
+            .predictions;
+            let close = match (&together[i], &alone[0]) {
+                (Prediction::Age(a), Prediction::Age(b)) => (a.years - b.years).abs() < 1e-3,
+                (Prediction::Gender(a), Prediction::Gender(b)) => {
+                    a.label == b.label && (a.probability - b.probability).abs() < 1e-4
+                }
+                _ => false,
+            };
+            assert!(
+                close,
+                "{task:?} crop {i}: {:?} vs {:?}",
+                together[i], alone[0]
+            );
+        }
+    }
+}
