@@ -74,7 +74,6 @@ pub struct ClassifyError(String);
 #[derive(Debug)]
 pub struct Classifier {
     task: Task,
-    input_size: u32,
     single: Plan,
     batched: OnceLock<Result<Plan, String>>,
     file: OnnxFile,
@@ -83,12 +82,10 @@ pub struct Classifier {
 
 impl Classifier {
     pub fn load(task: Task, file: OnnxFile) -> Result<Self, LoadError> {
-        let (id, _, input_size) = task.model();
-        let side = input_size as usize;
+        let (id, _, side) = task.model();
         Ok(Self {
             task,
-            input_size,
-            single: file.plan(&[Some(1), Some(3), Some(side), Some(side)])?,
+            single: file.plan(&input_shape(Some(1), side))?,
             batched: OnceLock::new(),
             info: ModelInfo {
                 id: id.to_owned(),
@@ -103,11 +100,10 @@ impl Classifier {
         if crops == 1 {
             return Ok(&self.single);
         }
-        let side = self.input_size as usize;
         self.batched
             .get_or_init(|| {
                 self.file
-                    .plan(&[None, Some(3), Some(side), Some(side)])
+                    .plan(&input_shape(None, self.input_size()))
                     .map_err(|error| error.to_string())
             })
             .as_ref()
@@ -124,7 +120,7 @@ impl Classifier {
 
     /// The side of the square crop the net reads.
     pub fn input_size(&self) -> u32 {
-        self.input_size
+        self.task.model().2
     }
 
     /// One prediction per face chip, in order. Chips of another size are
@@ -158,11 +154,11 @@ impl Classifier {
 
     /// The net's input for a batch of chips: resized, normalised, NCHW.
     pub fn input(&self, chips: &[RgbImage]) -> Tensor {
-        let side = self.input_size as usize;
+        let side = self.input_size() as usize;
         let plane = side * side;
         let mut data = vec![0f32; chips.len() * 3 * plane];
         for (chip, out) in chips.iter().zip(data.chunks_exact_mut(3 * plane)) {
-            let chip = shrink_to(chip, self.input_size);
+            let chip = shrink_to(chip, self.input_size());
             for (i, pixel) in chip.pixels().enumerate() {
                 for c in 0..3 {
                     out[c * plane + i] = (f32::from(pixel[c]) - CHANNEL_MEANS[c]) * PIXEL_SCALE;
@@ -185,6 +181,12 @@ impl Classifier {
         let values = f32_values(output).map_err(|error| ClassifyError(format!("{error:#}")))?;
         Ok(values.to_vec())
     }
+}
+
+/// The nets' NCHW input shape for a batch of `batch` crops (`None`: any).
+fn input_shape(batch: Option<usize>, side: u32) -> [Option<usize>; 4] {
+    let side = side as usize;
+    [batch, Some(3), Some(side), Some(side)]
 }
 
 /// The years each of the age net's 81 bins stands for: 0.25 (a baby), then
