@@ -1,21 +1,21 @@
 //! `lambdex bench models`: the single-thread median time of each stage of
 //! the per-image path, the models alone against onnxruntime's reference
-//! figures, and each function binary's cold start.
+//! figures, and each function's cold start on the local Lambda.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context as _;
 use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use lambdex_lambdas::decode::{DecodeLimits, decode};
 use lambdex_lambdas::detect::Region;
 use lambdex_lambdas::handler::classify_request;
-use lambdex_lambdas::{FaceCropConfig, MODEL_ENV, Task, models};
+use lambdex_lambdas::local::config::{PROJECT_MEMORY_MB, PROJECT_TIMEOUT};
+use lambdex_lambdas::local::{
+    InvokeInput, LocalConfig, LocalLambda, ProjectFunctions, Report, lambdex_environment,
+};
+use lambdex_lambdas::{FaceCropConfig, FaceCropper, Task, models};
 use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropRequest};
-
-use crate::functions::InProcess;
-use lambdex_lambdas::oneshot::{Answer, invoke_once, sibling_binary};
 
 /// onnxruntime 1.32, single thread, on this kind of machine (see
 /// `models/README.md`): BlazeFace 128, BlazeFace 256, age-v1, gender-v1.
@@ -68,19 +68,16 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         Some(dir) => dir,
         None => models::models_dir()?,
     };
-    let functions = InProcess::load(&models_dir, FaceCropConfig::default())?;
+    let cropper = FaceCropper::load(&models_dir, FaceCropConfig::default())?;
+    let age = models::load_classifier(&models_dir, Task::Age)?;
+    let gender = models::load_classifier(&models_dir, Task::Gender)?;
     let bytes =
         std::fs::read(&args.image).with_context(|| format!("reading {}", args.image.display()))?;
     let n = args.iterations;
-    let cropper = functions.cropper();
     let image = decode(&bytes, DecodeLimits::default())?;
     let faces = cropper.detect(&image)?;
     let face = faces.first().context("the bench image must show a face")?;
     let chip = cropper.chip(&image, face);
-    let (age, gender) = (
-        functions.classifier(Task::Age),
-        functions.classifier(Task::Gender),
-    );
     let detector = cropper.detector();
     let whole = Region::whole(&image);
 
@@ -157,11 +154,11 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         ),
         (
             "age function (batch of the image's faces)",
-            median_ms(n, || classify_request(age, &classify)),
+            median_ms(n, || classify_request(&age, &classify)),
         ),
         (
             "gender function (batch of the image's faces)",
-            median_ms(n, || classify_request(gender, &classify)),
+            median_ms(n, || classify_request(&gender, &classify)),
         ),
         (
             "whole per-image path",
@@ -169,8 +166,8 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
                 let crops = cropper.crop(&crop_request);
                 (
                     crops,
-                    classify_request(age, &classify),
-                    classify_request(gender, &classify),
+                    classify_request(&age, &classify),
+                    classify_request(&gender, &classify),
                 )
             }),
         ),
@@ -190,73 +187,87 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Process start → first answer of each function binary, models loaded.
+/// Each function's cold start as the local Lambda reports it: a new
+/// process of this binary per run, its `Init Duration` (process start →
+/// first poll for an event, models loaded) and its first invocation.
 async fn cold_starts(
     models_dir: &std::path::Path,
     crop_request: &FaceCropRequest,
     classify: &ClassifyRequest,
     runs: usize,
 ) -> anyhow::Result<()> {
-    let functions = [
-        (
-            "face-crop",
-            "face-crop",
-            None,
-            serde_json::to_vec(crop_request)?,
-        ),
-        (
-            "age",
-            "classify",
-            Some("age"),
-            serde_json::to_vec(classify)?,
-        ),
-        (
-            "gender",
-            "classify",
-            Some("gender"),
-            serde_json::to_vec(classify)?,
-        ),
-    ];
+    let program = std::env::current_exe().context("finding this program")?;
+    let project = LocalConfig::project(&ProjectFunctions {
+        program: Some(program),
+        models_dir: models_dir.to_owned(),
+        environment: lambdex_environment(),
+        memory_mb: PROJECT_MEMORY_MB,
+        timeout: PROJECT_TIMEOUT,
+    });
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "function",
-        "cold start median ms",
+        "function (memory MB)",
+        "init duration median ms",
         "min",
         "max",
+        "init + first call median ms",
+        "max memory used MB",
     ]);
-    for (name, binary, model, event) in functions {
-        let Some(path) = sibling_binary(binary) else {
-            println!(
-                "cold start: no {binary} binary beside this one; build it with `cargo build --release --workspace`"
-            );
-            return Ok(());
-        };
-        let mut env = HashMap::from([(
-            models::MODELS_DIR_ENV.to_owned(),
-            models_dir.display().to_string(),
-        )]);
-        if let Some(model) = model {
-            env.insert(MODEL_ENV.to_owned(), model.to_owned());
-        }
-        let mut times = Vec::with_capacity(runs);
+    let mut cpu_note = None;
+    for (name, event) in [
+        ("face-crop", serde_json::to_vec(crop_request)?),
+        ("age", serde_json::to_vec(classify)?),
+        ("gender", serde_json::to_vec(classify)?),
+    ] {
+        let mut config = project.clone();
+        config.functions.retain(|function, _| function == name);
+        let mut reports = Vec::with_capacity(runs);
         for _ in 0..runs {
-            let invocation =
-                invoke_once(&path, &env, event.clone(), Duration::from_secs(60)).await?;
-            if let Answer::Error(body) = &invocation.answer {
+            // A new local Lambda each run: every call is a cold start.
+            let lambda = LocalLambda::start(config.clone(), 0).await?;
+            cpu_note = lambda.cpu_limit_unavailable().map(str::to_owned);
+            let output = lambda
+                .host()
+                .invoke(InvokeInput {
+                    function: name.to_owned(),
+                    log_tail: true,
+                    payload: event.clone().into(),
+                    ..InvokeInput::default()
+                })
+                .await;
+            lambda.shutdown().await;
+            let output = output?;
+            if output.function_error.is_some() {
                 anyhow::bail!(
                     "{name} answered an error: {}",
-                    String::from_utf8_lossy(body)
+                    String::from_utf8_lossy(&output.payload)
                 );
             }
-            times.push(invocation.cold_start.as_secs_f64() * 1000.0);
+            let log = output.log.unwrap_or_default();
+            reports.push(Report::parse(&log).context("no REPORT line in the log")?);
         }
-        times.sort_by(f64::total_cmp);
+        let init = |r: &Report| r.init_duration_ms.unwrap_or(f64::NAN);
+        let mut inits: Vec<f64> = reports.iter().map(init).collect();
+        inits.sort_by(f64::total_cmp);
+        let mut totals: Vec<f64> = reports.iter().map(|r| init(r) + r.duration_ms).collect();
+        totals.sort_by(f64::total_cmp);
+        let memory = reports
+            .iter()
+            .map(|r| r.max_memory_used_mb)
+            .max()
+            .unwrap_or(0);
         table.add_row(vec![
-            name.to_owned(),
-            format!("{:.1} (target ≤ 150)", times[times.len() / 2]),
-            format!("{:.1}", times[0]),
-            format!("{:.1}", times[times.len() - 1]),
+            format!("{name} ({PROJECT_MEMORY_MB})"),
+            format!("{:.1}", inits[inits.len() / 2]),
+            format!("{:.1}", inits[0]),
+            format!("{:.1}", inits[inits.len() - 1]),
+            format!("{:.1} (target ≤ 150)", totals[totals.len() / 2]),
+            memory.to_string(),
         ]);
+    }
+    println!("Cold starts on the local Lambda, {runs} per function");
+    if let Some(reason) = cpu_note {
+        println!("(CPU not limited to memory/1769 of a core: {reason})");
     }
     println!("{table}");
     Ok(())

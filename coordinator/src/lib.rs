@@ -7,7 +7,8 @@
 //! - [`input`]: the image bytes, from a file or an http(s) URL.
 //! - [`predict`]: one image through the whole path, calling
 //! - [`functions`]: the face-crop and classifier functions, behind one
-//!   interface (in-process for now), and
+//!   interface, called over the Lambda Invoke API with the client from
+//!   [`lambda_client`], and
 //! - [`fanout`]: every model over the crops, in batches, all at once;
 //! - [`aggregate`]: the answers joined into a [`lambdex_proto::PredictionDoc`].
 //! - [`render`]: documents printed for people.
@@ -19,5 +20,6 @@ pub mod bench;
 pub mod fanout;
 pub mod functions;
 pub mod input;
+pub mod lambda_client;
 pub mod predict;
 pub mod render;

@@ -9,10 +9,13 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use lambdex::aggregate::{self, Timings};
 use lambdex::bench;
-use lambdex::functions::InProcess;
+use lambdex::functions::{FunctionNames, Lambda};
 use lambdex::input::Input;
+use lambdex::lambda_client;
 use lambdex::predict::PredictConfig;
 use lambdex::render;
+use lambdex_lambdas::local::config::{PROJECT_MEMORY_MB, PROJECT_TIMEOUT};
+use lambdex_lambdas::local::{LocalConfig, LocalLambda, ProjectFunctions, lambdex_environment};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
 
@@ -26,12 +29,46 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Label every face in local images or http(s) URLs, in-process.
+    /// Label every face in local images or http(s) URLs (the functions run
+    /// in-process, called through the Lambda Invoke API).
     Predict(PredictArgs),
+    /// Serve the functions on a local Lambda Invoke API until Ctrl-C.
+    LocalLambda(LocalLambdaArgs),
     /// Measure the models and the functions.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Run one function as a Lambda custom runtime (what `local-lambda`
+    /// starts for each instance).
+    #[command(hide = true)]
+    Function {
+        #[arg(value_enum)]
+        function: FunctionBinary,
+    },
 }
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum FunctionBinary {
+    FaceCrop,
+    /// The model `$LAMBDEX_MODEL` names.
+    Classify,
+}
+
+#[derive(Debug, clap::Args)]
+struct LocalLambdaArgs {
+    /// A TOML file of functions (default: face-crop, age and gender, run
+    /// as processes of this binary).
+    #[arg(long, env = "LAMBDEX_LOCAL_LAMBDA_CONFIG")]
+    config: Option<PathBuf>,
+    /// Port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = DEFAULT_LOCAL_PORT)]
+    port: u16,
+    /// The folder holding blazeface/ and age-gender/ (default: see README).
+    #[arg(long, env = models::MODELS_DIR_ENV)]
+    models_dir: Option<PathBuf>,
+}
+
+/// Where `lambdex local-lambda` listens by default.
+const DEFAULT_LOCAL_PORT: u16 = 9001;
 
 #[derive(Debug, clap::Args)]
 struct PredictArgs {
@@ -60,17 +97,24 @@ fn default_concurrency() -> usize {
 }
 
 fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::Function { function } = cli.command {
+        // lambda_runtime sets up its own logging, as it does on Lambda.
+        return run_function(function);
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "warn,lambdex::function=info".into()),
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Predict(args) => predict(args).await,
+            Command::LocalLambda(args) => local_lambda(args).await.map(|()| ExitCode::SUCCESS),
+            Command::Function { .. } => unreachable!("handled above"),
             Command::Bench(BenchCommand::Models(args)) => {
                 bench::models(args).await.map(|()| ExitCode::SUCCESS)
             }
@@ -85,13 +129,94 @@ fn main() -> ExitCode {
     }
 }
 
-async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    let models_dir = match args.models_dir {
+fn run_function(function: FunctionBinary) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime starts");
+    let served = runtime.block_on(async {
+        match function {
+            FunctionBinary::FaceCrop => lambdex_lambdas::runtime::face_crop().await,
+            FunctionBinary::Classify => lambdex_lambdas::runtime::classify().await,
+        }
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("lambdex function: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn models_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
+    Ok(match arg {
         Some(dir) => dir,
         None => models::models_dir()?,
+    })
+}
+
+/// The project's functions, run by `program` (or in-process).
+fn project_functions(program: Option<PathBuf>, models_dir: PathBuf) -> LocalConfig {
+    LocalConfig::project(&ProjectFunctions {
+        program,
+        models_dir,
+        environment: lambdex_environment(),
+        memory_mb: PROJECT_MEMORY_MB,
+        timeout: PROJECT_TIMEOUT,
+    })
+}
+
+async fn local_lambda(args: LocalLambdaArgs) -> anyhow::Result<()> {
+    let config = match &args.config {
+        Some(path) => LocalConfig::from_file(path)?,
+        None => {
+            // Checked here so a bad setting fails now, not at each cold start.
+            FaceCropConfig::from_env()?;
+            let program = std::env::current_exe().context("finding this program")?;
+            project_functions(Some(program), models_dir(args.models_dir)?)
+        }
     };
-    let functions = InProcess::load(&models_dir, FaceCropConfig::from_env()?)
-        .with_context(|| format!("loading the models from {}", models_dir.display()))?;
+    let lambda = LocalLambda::start(config, args.port)
+        .await
+        .with_context(|| format!("cannot listen on 127.0.0.1:{}", args.port))?;
+    let names: Vec<&str> = lambda.host().function_names().collect();
+    println!(
+        "local Lambda listening on {} — functions: {}",
+        lambda.endpoint_url(),
+        names.join(", ")
+    );
+    println!("(Ctrl-C stops it and every instance it started)");
+    shutdown_signal().await;
+    lambda.shutdown().await;
+    Ok(())
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        () = terminate => {}
+    }
+}
+
+async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
+    FaceCropConfig::from_env()?;
+    let lambda = LocalLambda::start(project_functions(None, models_dir(args.models_dir)?), 0)
+        .await
+        .context("starting the in-process local Lambda")?;
+    let functions = Lambda::new(
+        lambda_client::local(&lambda.endpoint_url()),
+        FunctionNames::default(),
+    );
     let input = Input::default();
     let config = PredictConfig::default();
     let docs: Vec<PredictionDoc> = futures::stream::iter(&args.images)
@@ -99,6 +224,7 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
         .buffered(args.concurrency.max(1))
         .collect()
         .await;
+    lambda.shutdown().await;
 
     if args.json {
         for doc in &docs {
@@ -122,7 +248,7 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
 }
 
 async fn one_image(
-    functions: &InProcess,
+    functions: &Lambda,
     config: &PredictConfig,
     input: &Input,
     source: &str,

@@ -15,8 +15,11 @@
 //! - [`handler`]: the functions' entry points; [`error`] their error answers.
 //!
 //! [`onnx`] loads weights into tract with the fixes these files need;
-//! [`models`] finds the weights on disk. [`oneshot`] runs a function binary
-//! for one invocation through the Runtime API, for benches and tests.
+//! [`models`] finds the weights on disk. [`runtime`] serves the handlers
+//! through the Lambda Runtime API.
+//!
+//! [`local`] is the local Lambda: the Invoke API and a Runtime API per
+//! instance, for the binaries and for in-process handlers.
 
 pub mod align;
 pub mod classify;
@@ -25,11 +28,12 @@ pub mod detect;
 pub mod error;
 pub mod face_crop;
 pub mod handler;
+pub mod local;
 pub mod models;
 pub mod nms;
-pub mod oneshot;
 pub mod onnx;
 pub mod resize;
+pub mod runtime;
 
 pub use classify::{Classifier, Task};
 pub use error::FunctionError;

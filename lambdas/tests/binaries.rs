@@ -1,43 +1,73 @@
-//! The real `lambda_runtime` binaries, driven through the Runtime API: their
-//! answers are the proto types, and their handled errors carry the
-//! `errorType` the coordinator classifies.
+//! The real `lambda_runtime` binaries, driven through the local Lambda and
+//! their own Runtime API: their answers are the proto types, and their
+//! handled errors carry the `errorType` the coordinator classifies.
 
-use std::collections::HashMap;
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use lambdex_lambdas::oneshot::{Answer, invoke_once};
+use axum::body::Bytes;
+use lambdex_lambdas::local::{
+    FunctionSpec, Handler, InvokeInput, InvokeOutput, LocalConfig, LocalLambda, Report,
+};
 use lambdex_lambdas::{MODEL_ENV, models};
 use lambdex_proto::{
     Base64Bytes, ClassifyRequest, ClassifyResponse, FaceCropRequest, FaceCropResponse, Prediction,
 };
 use lambdex_tests::{astronaut_png, models_dir};
 
+/// Timeout of each function: generous, for unoptimised test builds.
 const PATIENCE: Duration = Duration::from_secs(60);
 
-fn env(model: Option<&str>) -> HashMap<String, String> {
-    let mut env = HashMap::from([(
+/// Invokes `binary` once, on a local Lambda of its own.
+async fn call(binary: &str, model: Option<&str>, event: Vec<u8>) -> InvokeOutput {
+    let mut environment = BTreeMap::from([(
         models::MODELS_DIR_ENV.to_owned(),
         models_dir().display().to_string(),
     )]);
     if let Some(model) = model {
-        env.insert(MODEL_ENV.to_owned(), model.to_owned());
+        environment.insert(MODEL_ENV.to_owned(), model.to_owned());
     }
-    env
-}
-
-async fn call(binary: &str, model: Option<&str>, event: Vec<u8>) -> Answer {
-    invoke_once(Path::new(binary), &env(model), event, PATIENCE)
+    let mut spec = FunctionSpec::new(Handler::Command {
+        program: PathBuf::from(binary),
+        args: Vec::new(),
+    });
+    spec.latest.environment = environment;
+    spec.latest.memory_mb = 1769;
+    spec.latest.timeout = PATIENCE;
+    let mut config = LocalConfig {
+        init_timeout: PATIENCE,
+        ..LocalConfig::default()
+    };
+    config.functions.insert("f".to_owned(), spec);
+    let lambda = LocalLambda::start(config, 0).await.expect("starts");
+    let output = lambda
+        .host()
+        .invoke(InvokeInput {
+            function: "f".to_owned(),
+            log_tail: true,
+            payload: Bytes::from(event),
+            ..InvokeInput::default()
+        })
         .await
-        .expect("the binary answers")
-        .answer
+        .expect("the call is accepted");
+    lambda.shutdown().await;
+    output
 }
 
-fn response_of(answer: Answer) -> Vec<u8> {
-    match answer {
-        Answer::Response(body) => body,
-        Answer::Error(body) => panic!("an error answer: {}", String::from_utf8_lossy(&body)),
-    }
+fn response_of(output: InvokeOutput) -> Vec<u8> {
+    assert_eq!(
+        output.function_error,
+        None,
+        "an error answer: {}",
+        String::from_utf8_lossy(&output.payload)
+    );
+    output.payload.to_vec()
+}
+
+fn error_of(output: &InvokeOutput) -> serde_json::Value {
+    assert_eq!(output.function_error.as_deref(), Some("Unhandled"));
+    serde_json::from_slice(&output.payload).expect("Lambda's error JSON")
 }
 
 #[tokio::test]
@@ -88,16 +118,13 @@ async fn a_bad_image_is_a_handled_error_with_its_error_type() {
     let request = FaceCropRequest {
         image: Base64Bytes(b"GIF89a but not really".to_vec()),
     };
-    let answer = call(
+    let output = call(
         env!("CARGO_BIN_EXE_face-crop"),
         None,
         serde_json::to_vec(&request).expect("serialises"),
     )
     .await;
-    let Answer::Error(body) = answer else {
-        panic!("expected an error answer, got {answer:?}");
-    };
-    let error: serde_json::Value = serde_json::from_slice(&body).expect("Lambda's error JSON");
+    let error = error_of(&output);
     assert_eq!(error["errorType"], "InvalidImage", "{error}");
     assert!(
         error["errorMessage"]
@@ -108,14 +135,17 @@ async fn a_bad_image_is_a_handled_error_with_its_error_type() {
 }
 
 #[tokio::test]
-async fn a_classifier_without_a_model_name_fails_to_start_and_says_why() {
-    let result = invoke_once(
-        Path::new(env!("CARGO_BIN_EXE_classify")),
-        &env(None),
-        b"{}".to_vec(),
-        Duration::from_secs(10),
-    )
-    .await;
-    let error = result.expect_err("no answer from a function that cannot start");
-    assert!(error.to_string().contains("exit status"), "{error}");
+async fn a_classifier_without_a_model_name_reports_its_init_error() {
+    let output = call(env!("CARGO_BIN_EXE_classify"), None, b"{}".to_vec()).await;
+    let error = error_of(&output);
+    assert_eq!(error["errorType"], "Runtime.InitError", "{error}");
+    assert!(
+        error["errorMessage"]
+            .as_str()
+            .is_some_and(|m| m.contains(MODEL_ENV)),
+        "{error}"
+    );
+    let log = output.log.expect("a log tail");
+    let report = Report::parse(&log).expect("a REPORT line");
+    assert!(report.init_duration_ms.is_some(), "{log}");
 }

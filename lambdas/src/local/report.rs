@@ -1,0 +1,179 @@
+//! What an invocation leaves in its log: AWS's `START`, `END` and `REPORT`
+//! lines around the function's own output, the 4 KB tail `LogType=Tail`
+//! returns, and the parser the coordinator reads billed durations with.
+
+use std::fmt::Write as _;
+
+/// How much of an invocation's log `LogType=Tail` returns.
+pub const LOG_TAIL_BYTES: usize = 4096;
+
+/// The figures of one `REPORT` line.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Report {
+    pub request_id: String,
+    pub duration_ms: f64,
+    pub billed_duration_ms: u64,
+    pub memory_size_mb: u32,
+    pub max_memory_used_mb: u32,
+    /// Present on a cold start.
+    pub init_duration_ms: Option<f64>,
+    /// `timeout` or `error` when the invocation did not finish normally.
+    pub status: Option<String>,
+}
+
+impl Report {
+    /// Billed duration the way Lambda bills a custom runtime
+    /// (`provided.al2023`): the invocation plus, on a cold start, the init
+    /// phase, rounded up to the next millisecond.
+    pub fn billed_ms(duration_ms: f64, init_duration_ms: Option<f64>) -> u64 {
+        let total = duration_ms + init_duration_ms.unwrap_or(0.0);
+        // Durations are milliseconds of one invocation: far inside u64.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let billed = total.max(0.0).ceil() as u64;
+        billed.max(1)
+    }
+
+    /// The line as AWS writes it, tab-separated, with its trailing tab.
+    pub fn line(&self) -> String {
+        let mut line = format!(
+            "REPORT RequestId: {}\tDuration: {:.2} ms\tBilled Duration: {} ms\tMemory Size: {} MB\tMax Memory Used: {} MB\t",
+            self.request_id,
+            self.duration_ms,
+            self.billed_duration_ms,
+            self.memory_size_mb,
+            self.max_memory_used_mb
+        );
+        if let Some(init) = self.init_duration_ms {
+            let _ = write!(line, "Init Duration: {init:.2} ms\t");
+        }
+        if let Some(status) = &self.status {
+            let _ = write!(line, "Status: {status}\t");
+        }
+        line
+    }
+
+    /// The last `REPORT` line of a log (a decoded `X-Amz-Log-Result`).
+    pub fn parse(log: &str) -> Option<Self> {
+        let line = log
+            .lines()
+            .rev()
+            .find_map(|line| line.strip_prefix("REPORT RequestId: "))?;
+        let mut fields = line.split('\t');
+        let request_id = fields.next()?.trim().to_owned();
+        let mut report = Self {
+            request_id,
+            duration_ms: f64::NAN,
+            billed_duration_ms: 0,
+            memory_size_mb: 0,
+            max_memory_used_mb: 0,
+            init_duration_ms: None,
+            status: None,
+        };
+        let (mut duration, mut billed, mut memory, mut used) = (false, false, false, false);
+        for field in fields {
+            let Some((key, value)) = field.split_once(": ") else {
+                continue;
+            };
+            let number = value.split_whitespace().next().unwrap_or_default();
+            match key.trim() {
+                "Duration" => {
+                    report.duration_ms = number.parse().ok()?;
+                    duration = true;
+                }
+                "Billed Duration" => {
+                    report.billed_duration_ms = number.parse().ok()?;
+                    billed = true;
+                }
+                "Memory Size" => {
+                    report.memory_size_mb = number.parse().ok()?;
+                    memory = true;
+                }
+                "Max Memory Used" => {
+                    report.max_memory_used_mb = number.parse().ok()?;
+                    used = true;
+                }
+                "Init Duration" => report.init_duration_ms = Some(number.parse().ok()?),
+                "Status" => report.status = Some(value.trim().to_owned()),
+                _ => {}
+            }
+        }
+        (duration && billed && memory && used).then_some(report)
+    }
+}
+
+/// One invocation's log, as `LogType=Tail` sees it: `START`, the function's
+/// own lines, `END`, `REPORT`.
+pub fn invocation_log(version: &str, output: &str, report: &Report) -> String {
+    let id = &report.request_id;
+    let mut log = format!("START RequestId: {id} Version: {version}\n");
+    log.push_str(output);
+    if !output.is_empty() && !output.ends_with('\n') {
+        log.push('\n');
+    }
+    let _ = writeln!(log, "END RequestId: {id}");
+    log.push_str(&report.line());
+    log.push('\n');
+    log
+}
+
+/// The last [`LOG_TAIL_BYTES`] of `log`.
+pub fn tail(log: &str) -> &[u8] {
+    let bytes = log.as_bytes();
+    &bytes[bytes.len().saturating_sub(LOG_TAIL_BYTES)..]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn report(init: Option<f64>) -> Report {
+        Report {
+            request_id: "8f507cfc-xmpl-4697-b07a-ac58fc914c95".into(),
+            duration_ms: 2.70,
+            billed_duration_ms: Report::billed_ms(2.70, init),
+            memory_size_mb: 128,
+            max_memory_used_mb: 31,
+            init_duration_ms: init,
+            status: None,
+        }
+    }
+
+    #[test]
+    fn a_report_line_parses_back() {
+        for init in [None, Some(109.86)] {
+            let log = invocation_log("$LATEST", "hello\n", &report(init));
+            assert_eq!(Report::parse(&log), Some(report(init)));
+        }
+    }
+
+    #[test]
+    fn parses_a_line_written_by_aws() {
+        let log = "START RequestId: 1 Version: $LATEST\nEND RequestId: 1\nREPORT RequestId: 1\tDuration: 2.70 ms\tBilled Duration: 113 ms\tMemory Size: 128 MB\tMax Memory Used: 31 MB\tInit Duration: 109.86 ms\t\n";
+        let report = Report::parse(log).expect("parses");
+        assert_eq!(report.billed_duration_ms, 113);
+        assert_eq!(report.init_duration_ms, Some(109.86));
+        assert_eq!(report.max_memory_used_mb, 31);
+    }
+
+    #[test]
+    fn billing_rounds_up_and_counts_the_init_phase() {
+        assert_eq!(Report::billed_ms(2.01, None), 3);
+        assert_eq!(Report::billed_ms(2.70, Some(109.86)), 113);
+        assert_eq!(Report::billed_ms(0.0, None), 1);
+    }
+
+    #[test]
+    fn the_tail_keeps_the_report_line() {
+        let output = "x".repeat(10_000);
+        let log = invocation_log("1", &output, &report(None));
+        let tail = std::str::from_utf8(tail(&log)).expect("ASCII");
+        assert_eq!(tail.len(), LOG_TAIL_BYTES);
+        assert!(Report::parse(tail).is_some());
+    }
+
+    #[test]
+    fn a_log_without_a_complete_report_gives_none() {
+        assert_eq!(Report::parse("START RequestId: 1\n"), None);
+        assert_eq!(Report::parse("REPORT RequestId: 1\tDuration: 1 ms\t"), None);
+    }
+}
