@@ -38,6 +38,14 @@ fn predict_json_prints_one_document_per_image() {
     for doc in docs {
         assert_eq!(doc.status, Status::Ok);
         assert_eq!(doc.faces.len(), 1);
+        // The functions answered through the Invoke API, which names the version.
+        assert!(
+            doc.models
+                .iter()
+                .all(|m| m.function_version.as_deref() == Some("$LATEST")),
+            "{:?}",
+            doc.models
+        );
         assert!(doc.faces[0].age.is_some() && doc.faces[0].gender.is_some());
         assert_eq!(doc.models.len(), 3, "{:?}", doc.models);
         assert!(doc.timings.iter().any(|t| t.stage == "crop"));
@@ -78,4 +86,87 @@ fn a_failed_image_gives_a_one_line_reason_and_a_failing_exit_code() {
         })
         .collect();
     assert_eq!(statuses, [Status::Ok, Status::Failed, Status::Failed]);
+}
+
+/// `lambdex local-lambda` serves the project's functions, as processes of
+/// the `lambdex` binary, to the real SDK client, and stops on SIGTERM.
+#[tokio::test]
+async fn local_lambda_serves_the_project_functions_until_sigterm() {
+    use aws_sdk_lambda::primitives::Blob;
+    use aws_sdk_lambda::types::LogType;
+    use lambdex_proto::{
+        Base64Bytes, ClassifyRequest, ClassifyResponse, FaceCropRequest, FaceCropResponse,
+    };
+    use tokio::io::AsyncBufReadExt as _;
+
+    let mut server = tokio::process::Command::new(env!("CARGO_BIN_EXE_lambdex"))
+        .args(["local-lambda", "--port", "0"])
+        .env("LAMBDEX_MODELS_DIR", models_dir())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("lambdex runs");
+    let stdout = server.stdout.take().expect("piped");
+    let mut lines = tokio::io::BufReader::new(stdout).lines();
+    let banner = lines.next_line().await.expect("reads").expect("a banner");
+    let endpoint = banner
+        .split_whitespace()
+        .find(|word| word.starts_with("http://127.0.0.1:"))
+        .unwrap_or_else(|| panic!("no endpoint in {banner:?}"));
+    assert!(
+        banner.contains("face-crop") && banner.contains("gender"),
+        "{banner}"
+    );
+    let client = lambdex::lambda_client::local(endpoint);
+
+    let request = FaceCropRequest {
+        image: Base64Bytes(std::fs::read(fixture("astronaut.png")).expect("the fixture")),
+    };
+    let output = client
+        .invoke()
+        .function_name("face-crop")
+        .log_type(LogType::Tail)
+        .payload(Blob::new(serde_json::to_vec(&request).expect("JSON")))
+        .send()
+        .await
+        .expect("face-crop answers");
+    assert_eq!(output.function_error(), None);
+    let report =
+        lambdex::functions::report_of(output.log_result().expect("a tail")).expect("a REPORT line");
+    assert!(
+        report.init_duration_ms.is_some(),
+        "a cold start: {report:?}"
+    );
+    assert_eq!(report.memory_size_mb, 1769);
+    let cropped: FaceCropResponse =
+        serde_json::from_slice(output.payload().expect("a body").as_ref())
+            .expect("a FaceCropResponse");
+    assert_eq!(cropped.faces.len(), 1);
+
+    let classify = ClassifyRequest {
+        crops: vec![cropped.faces[0].crop.clone()],
+    };
+    let output = client
+        .invoke()
+        .function_name("gender")
+        .payload(Blob::new(serde_json::to_vec(&classify).expect("JSON")))
+        .send()
+        .await
+        .expect("gender answers");
+    let answer: ClassifyResponse =
+        serde_json::from_slice(output.payload().expect("a body").as_ref())
+            .expect("a ClassifyResponse");
+    assert_eq!(answer.model.id, "gender-v1");
+
+    let pid = server.id().expect("running").to_string();
+    let killed = Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .expect("kill runs");
+    assert!(killed.success());
+    let status = tokio::time::timeout(std::time::Duration::from_secs(20), server.wait())
+        .await
+        .expect("it stops within 20 s")
+        .expect("waits");
+    assert!(status.success(), "{status}");
 }

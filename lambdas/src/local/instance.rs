@@ -52,7 +52,7 @@ pub struct InitFailure {
 
 #[derive(Debug)]
 pub enum Instance {
-    Process(ProcessInstance),
+    Process(Box<ProcessInstance>),
     InProcess(InProcessInstance),
 }
 
@@ -66,7 +66,7 @@ impl Instance {
             Handler::Command { program, args } => {
                 ProcessInstance::start(launch, program, args, cancel)
                     .await
-                    .map(|(instance, init)| (Self::Process(instance), init))
+                    .map(|(instance, init)| (Self::Process(Box::new(instance)), init))
             }
             Handler::InProcess(function) => {
                 InProcessInstance::start(launch, Arc::clone(function), cancel)
