@@ -510,6 +510,25 @@ mod tests {
     }
 
     #[test]
+    fn the_example_file_in_infra_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../infra/local-lambda.toml");
+        let config = LocalConfig::from_file(&path).expect("valid");
+        assert_eq!(config.functions.len(), 3);
+        let crop = &config.functions["face-crop"];
+        assert_eq!(crop.reserved_concurrency, Some(8));
+        let (version, live) = crop.resolve(Some("live")).expect("the alias");
+        assert_eq!((version, live.memory_mb), ("1", MB_PER_VCPU));
+        let Handler::Command { program, .. } = &live.handler else {
+            panic!("a command");
+        };
+        assert!(program.ends_with("target/release/face-crop"), "{program:?}");
+        assert_eq!(
+            config.functions["gender"].latest.environment[MODEL_ENV],
+            "gender"
+        );
+    }
+
+    #[test]
     fn the_project_functions_run_as_the_given_program() {
         let config = LocalConfig::project(&ProjectFunctions {
             program: Some(PathBuf::from("/usr/bin/lambdex")),
