@@ -274,10 +274,19 @@ impl Host {
             InvocationType::RequestResponse => {
                 let permits = self.try_permits(function)?;
                 let host = Arc::clone(self);
+                // A task of its own: as on AWS, the invocation runs to its end
+                // even if the caller hangs up.
                 let (answer, log) = self
                     .tasks
-                    .track_future(async move { host.execute(call, permits).await })
-                    .await;
+                    .spawn(async move { host.execute(call, permits).await })
+                    .await
+                    .map_err(|error| {
+                        ApiError::new(
+                            500,
+                            "ServiceException",
+                            format!("the invocation failed: {error}"),
+                        )
+                    })?;
                 let (function_error, payload) = match answer {
                     Answer::Response(body) => (None, body),
                     Answer::Error { body, .. } => (Some("Unhandled".to_owned()), body),
