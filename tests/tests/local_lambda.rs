@@ -77,6 +77,16 @@ fn is_gone(pid: u64) -> bool {
         .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
 }
 
+/// Waits (at most 10 s) until an instance is back in the warm pool.
+async fn wait_for_an_idle_instance(lambda: &LocalLambda) {
+    let mut waited = Duration::ZERO;
+    while lambda.host().idle_pids().is_empty() {
+        assert!(waited < Duration::from_secs(10), "no instance came back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += Duration::from_millis(50);
+    }
+}
+
 fn error_type(output: &InvokeOutput) -> String {
     assert_eq!(output.function_error(), Some("Unhandled"));
     body(output)["errorType"]
@@ -405,12 +415,7 @@ async fn event_runs_in_the_background_and_dry_run_runs_nothing() {
     assert_eq!(event.status_code(), 202);
     assert!(event.payload().is_none_or(|p| p.as_ref().is_empty()));
     // It runs after the 202: an instance starts, then goes back to the pool.
-    let mut waited = Duration::ZERO;
-    while lambda.host().idle_pids().is_empty() {
-        assert!(waited < Duration::from_secs(10), "the event never ran");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        waited += Duration::from_millis(50);
-    }
+    wait_for_an_idle_instance(&lambda).await;
     assert_eq!(lambda.host().instances_started("f"), 1);
     lambda.shutdown().await;
 }
@@ -518,5 +523,35 @@ async fn in_process_handlers_answer_through_the_same_api() {
     let again = invoke(&client, "inline", json!(2)).await;
     assert_eq!(body(&again), json!(2));
     assert_eq!(lambda.host().instances_started("inline"), 1);
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_caller_hanging_up_does_not_cut_the_invocation_short() {
+    use aws_sdk_lambda::config::timeout::TimeoutConfig;
+    let (lambda, client) = serve(vec![("f", test_function())]).await;
+    let impatient = Client::from_conf(
+        client
+            .config()
+            .to_builder()
+            .timeout_config(
+                TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_millis(300))
+                    .build(),
+            )
+            .build(),
+    );
+    let gave_up = impatient
+        .invoke()
+        .function_name("f")
+        .payload(Blob::new(r#"{"action":"sleep","ms":1000}"#))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out");
+    // The invocation ends on its own and its instance goes back to the pool.
+    wait_for_an_idle_instance(&lambda).await;
+    let warm = invoke(&client, "f", json!({})).await;
+    assert_eq!(warm.function_error(), None);
+    assert_eq!(lambda.host().instances_started("f"), 1);
     lambda.shutdown().await;
 }
