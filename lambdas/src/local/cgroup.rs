@@ -89,10 +89,6 @@ impl CpuLimiter {
         Ok((version, group))
     }
 
-    pub fn is_active(&self) -> bool {
-        self.group.is_some()
-    }
-
     /// Moves `pid` into a new cgroup named `instance` with `memory_mb`'s
     /// share of CPU. `None` when limits are unavailable.
     pub fn limit(&self, instance: &str, pid: u32, memory_mb: u32) -> io::Result<Option<Cgroup>> {
@@ -136,19 +132,6 @@ pub struct Cgroup {
 }
 
 impl Cgroup {
-    /// CPU time the instance was throttled for, in µs (v1 and v2 alike).
-    pub fn throttled_us(&self) -> Option<u64> {
-        let stat = fs::read_to_string(self.dir.join("cpu.stat")).ok()?;
-        stat.lines().find_map(|line| {
-            let (key, value) = line.split_once(' ')?;
-            match key {
-                "throttled_usec" => value.trim().parse().ok(),
-                "throttled_time" => value.trim().parse::<u64>().ok().map(|ns| ns / 1000),
-                _ => None,
-            }
-        })
-    }
-
     pub fn remove(self) {
         let _ = fs::remove_dir(&self.dir);
     }

@@ -158,6 +158,8 @@ pub enum ConfigError {
     },
     #[error("function {function}: {reason}")]
     Invalid { function: String, reason: String },
+    #[error("{0}")]
+    Setting(String),
 }
 
 /// The project's functions as the local Lambda serves them by default.
@@ -242,14 +244,27 @@ impl LocalConfig {
     /// Parses TOML; relative command paths are taken from `base`.
     fn from_toml(text: &str, base: &Path) -> Result<Self, FromTomlError> {
         let file: FileConfig = toml::from_str(text).map_err(FromTomlError::Parse)?;
+        let init_timeout = match file.init_timeout_s {
+            None => DEFAULT_INIT_TIMEOUT,
+            Some(seconds) if seconds > 0.0 && seconds <= MAX_TIMEOUT.as_secs_f64() => {
+                Duration::from_secs_f64(seconds)
+            }
+            Some(seconds) => {
+                return Err(FromTomlError::Invalid(ConfigError::Invalid {
+                    function: "(all)".to_owned(),
+                    reason: format!(
+                        "init_timeout_s {seconds} is outside 0–{} s",
+                        MAX_TIMEOUT.as_secs()
+                    ),
+                }));
+            }
+        };
         let mut config = Self {
             account_concurrency: file
                 .account_concurrency
                 .unwrap_or(DEFAULT_ACCOUNT_CONCURRENCY),
             limit_cpu: file.limit_cpu.unwrap_or(true),
-            init_timeout: file
-                .init_timeout_s
-                .map_or(DEFAULT_INIT_TIMEOUT, Duration::from_secs_f64),
+            init_timeout,
             region: file.region.unwrap_or_else(|| DEFAULT_REGION.to_owned()),
             functions: BTreeMap::new(),
         };
@@ -503,6 +518,7 @@ mod tests {
                 "memroy_mb",
             ),
             ("[functions.\"a b\"]\nbuiltin = \"age\"", "letters"),
+            ("init_timeout_s = -1", "init_timeout_s -1"),
         ] {
             let error = parse(text).expect_err(text);
             assert!(error.contains(expected), "{text}: {error}");

@@ -63,10 +63,6 @@ impl LocalLambda {
         })
     }
 
-    pub fn address(&self) -> SocketAddr {
-        self.address
-    }
-
     /// What to give an SDK client as its `endpoint_url`.
     pub fn endpoint_url(&self) -> String {
         format!("http://{}", self.address)
