@@ -10,10 +10,8 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use lambdex_lambdas::decode::{DecodeLimits, decode};
 use lambdex_lambdas::detect::Region;
 use lambdex_lambdas::handler::classify_request;
-use lambdex_lambdas::local::config::{PROJECT_MEMORY_MB, PROJECT_TIMEOUT};
-use lambdex_lambdas::local::{
-    InvokeInput, LocalConfig, LocalLambda, ProjectFunctions, Report, lambdex_environment,
-};
+use lambdex_lambdas::local::config::PROJECT_MEMORY_MB;
+use lambdex_lambdas::local::{InvokeInput, LocalConfig, LocalLambda, Report};
 use lambdex_lambdas::{FaceCropConfig, FaceCropper, Task, models};
 use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropRequest};
 
@@ -197,13 +195,7 @@ async fn cold_starts(
     runs: usize,
 ) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("finding this program")?;
-    let project = LocalConfig::project(&ProjectFunctions {
-        program: Some(program),
-        models_dir: models_dir.to_owned(),
-        environment: lambdex_environment(),
-        memory_mb: PROJECT_MEMORY_MB,
-        timeout: PROJECT_TIMEOUT,
-    });
+    let project = LocalConfig::project_defaults(Some(program), models_dir.to_owned());
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
         "function (memory MB)",

@@ -14,8 +14,7 @@ use lambdex::input::Input;
 use lambdex::lambda_client;
 use lambdex::predict::PredictConfig;
 use lambdex::render;
-use lambdex_lambdas::local::config::{PROJECT_MEMORY_MB, PROJECT_TIMEOUT};
-use lambdex_lambdas::local::{LocalConfig, LocalLambda, ProjectFunctions, lambdex_environment};
+use lambdex_lambdas::local::{LocalConfig, LocalLambda};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
 
@@ -156,17 +155,6 @@ fn models_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {
     })
 }
 
-/// The project's functions, run by `program` (or in-process).
-fn project_functions(program: Option<PathBuf>, models_dir: PathBuf) -> LocalConfig {
-    LocalConfig::project(&ProjectFunctions {
-        program,
-        models_dir,
-        environment: lambdex_environment(),
-        memory_mb: PROJECT_MEMORY_MB,
-        timeout: PROJECT_TIMEOUT,
-    })
-}
-
 async fn local_lambda(args: LocalLambdaArgs) -> anyhow::Result<()> {
     let config = match &args.config {
         Some(path) => LocalConfig::from_file(path)?,
@@ -174,7 +162,7 @@ async fn local_lambda(args: LocalLambdaArgs) -> anyhow::Result<()> {
             // Checked here so a bad setting fails now, not at each cold start.
             FaceCropConfig::from_env()?;
             let program = std::env::current_exe().context("finding this program")?;
-            project_functions(Some(program), models_dir(args.models_dir)?)
+            LocalConfig::project_defaults(Some(program), models_dir(args.models_dir)?)
         }
     };
     let lambda = LocalLambda::start(config, args.port)
@@ -210,9 +198,12 @@ async fn shutdown_signal() {
 
 async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     FaceCropConfig::from_env()?;
-    let lambda = LocalLambda::start(project_functions(None, models_dir(args.models_dir)?), 0)
-        .await
-        .context("starting the in-process local Lambda")?;
+    let lambda = LocalLambda::start(
+        LocalConfig::project_defaults(None, models_dir(args.models_dir)?),
+        0,
+    )
+    .await
+    .context("starting the in-process local Lambda")?;
     let functions = Lambda::new(
         lambda_client::local(&lambda.endpoint_url()),
         FunctionNames::default(),

@@ -225,6 +225,18 @@ impl LocalConfig {
         config
     }
 
+    /// The project's functions with the local defaults ([`PROJECT_MEMORY_MB`],
+    /// [`PROJECT_TIMEOUT`]) and this process's `LAMBDEX_*` settings.
+    pub fn project_defaults(program: Option<PathBuf>, models_dir: PathBuf) -> Self {
+        Self::project(&ProjectFunctions {
+            program,
+            models_dir,
+            environment: lambdex_environment(),
+            memory_mb: PROJECT_MEMORY_MB,
+            timeout: PROJECT_TIMEOUT,
+        })
+    }
+
     /// Reads a TOML file (see the module docs).
     pub fn from_file(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
