@@ -60,44 +60,32 @@ impl Report {
             .find_map(|line| line.strip_prefix("REPORT RequestId: "))?;
         let mut fields = line.split('\t');
         let request_id = fields.next()?.trim().to_owned();
-        let mut report = Self {
-            request_id,
-            duration_ms: f64::NAN,
-            billed_duration_ms: 0,
-            memory_size_mb: 0,
-            max_memory_used_mb: 0,
-            init_duration_ms: None,
-            status: None,
-        };
-        let (mut duration, mut billed, mut memory, mut used) = (false, false, false, false);
+        let (mut duration, mut billed, mut memory, mut used) = (None, None, None, None);
+        let (mut init_duration_ms, mut status) = (None, None);
         for field in fields {
             let Some((key, value)) = field.split_once(": ") else {
                 continue;
             };
             let number = value.split_whitespace().next().unwrap_or_default();
             match key.trim() {
-                "Duration" => {
-                    report.duration_ms = number.parse().ok()?;
-                    duration = true;
-                }
-                "Billed Duration" => {
-                    report.billed_duration_ms = number.parse().ok()?;
-                    billed = true;
-                }
-                "Memory Size" => {
-                    report.memory_size_mb = number.parse().ok()?;
-                    memory = true;
-                }
-                "Max Memory Used" => {
-                    report.max_memory_used_mb = number.parse().ok()?;
-                    used = true;
-                }
-                "Init Duration" => report.init_duration_ms = Some(number.parse().ok()?),
-                "Status" => report.status = Some(value.trim().to_owned()),
+                "Duration" => duration = Some(number.parse().ok()?),
+                "Billed Duration" => billed = Some(number.parse().ok()?),
+                "Memory Size" => memory = Some(number.parse().ok()?),
+                "Max Memory Used" => used = Some(number.parse().ok()?),
+                "Init Duration" => init_duration_ms = Some(number.parse().ok()?),
+                "Status" => status = Some(value.trim().to_owned()),
                 _ => {}
             }
         }
-        (duration && billed && memory && used).then_some(report)
+        Some(Self {
+            request_id,
+            duration_ms: duration?,
+            billed_duration_ms: billed?,
+            memory_size_mb: memory?,
+            max_memory_used_mb: used?,
+            init_duration_ms,
+            status,
+        })
     }
 }
 
