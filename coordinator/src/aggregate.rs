@@ -1,14 +1,13 @@
-//! Joining the functions' answers into one document per image.
+//! Joining the functions' answers into one document per image, with the
+//! boxes in the original image's pixels.
 
 use chrono::Utc;
-use lambdex_lambdas::Task;
 use lambdex_proto::{
-    AgeDoc, FaceCropResponse, FaceDoc, Failure, GenderDoc, Job, ModelRole, ModelUsed, Prediction,
-    PredictionDoc, SchemaVersion, StageTiming, Status,
+    AgeDoc, BBox, FaceCropResponse, FaceDoc, Failure, GenderDoc, ImageSize, Job, ModelRole,
+    ModelUsed, Prediction, PredictionDoc, SchemaVersion, StageTiming, Status,
 };
 
 use crate::fanout::ModelResult;
-use crate::functions::Invoked;
 
 /// Wall-clock stage times, in milliseconds, in the order they ran.
 #[derive(Debug, Clone, Default)]
@@ -31,9 +30,11 @@ fn base(job: &Job, status: Status, timings: Timings) -> PredictionDoc {
         image_url: job.image_url.clone(),
         metadata: job.metadata.clone(),
         image: None,
+        image_scale: None,
         faces: Vec::new(),
         models: Vec::new(),
         timings: timings.0,
+        billing: None,
         status,
         failure: None,
         processed_at: Utc::now(),
@@ -41,42 +42,70 @@ fn base(job: &Job, status: Status, timings: Timings) -> PredictionDoc {
 }
 
 /// The document of a job that failed at some stage.
-pub fn failed(job: &Job, class: &str, reason: String, timings: Timings) -> PredictionDoc {
+pub fn failed(
+    job: &Job,
+    class: &str,
+    reason: String,
+    retryable: bool,
+    timings: Timings,
+) -> PredictionDoc {
     let mut doc = base(job, Status::Failed, timings);
     doc.failure = Some(Failure {
         class: class.to_owned(),
         reason,
+        retryable,
     });
     doc
 }
 
+/// The face-crop function's answer, and how the image sent relates to the
+/// original.
+#[derive(Debug, Clone)]
+pub struct Cropped {
+    pub response: FaceCropResponse,
+    pub function_version: Option<String>,
+    /// Sent pixels per original pixel.
+    pub scale: f64,
+    /// The original's upright size, when the image was scaled.
+    pub original: Option<ImageSize>,
+}
+
 /// The document of a job whose image was cropped and whose faces, if any,
-/// every model classified.
+/// the models classified; `failure` names a model that failed, whose
+/// fields stay empty (status `partial`).
 pub fn completed(
     job: &Job,
-    crop: &Invoked<FaceCropResponse>,
+    cropped: &Cropped,
     models: &[ModelResult],
+    failure: Option<Failure>,
     timings: Timings,
 ) -> PredictionDoc {
-    let response = &crop.response;
-    let status = if response.faces.is_empty() {
-        Status::NoFaces
-    } else {
-        Status::Ok
+    let response = &cropped.response;
+    let status = match (&failure, response.faces.is_empty()) {
+        (_, true) => Status::NoFaces,
+        (Some(_), false) => Status::Partial,
+        (None, false) => Status::Ok,
     };
     let mut doc = base(job, status, timings);
-    doc.image = Some(response.image);
+    doc.failure = failure;
+    doc.image = Some(cropped.original.unwrap_or(response.image));
+    let scaled = (cropped.scale - 1.0).abs() > f64::EPSILON;
+    doc.image_scale = scaled.then_some(cropped.scale);
     doc.models.push(ModelUsed {
         role: ModelRole::Detector,
         id: response.detector.id.clone(),
         sha256: response.detector.sha256.clone(),
-        function_version: crop.function_version.clone(),
+        function_version: cropped.function_version.clone(),
     });
     doc.faces = response
         .faces
         .iter()
         .map(|face| FaceDoc {
-            bbox: face.bbox,
+            bbox: if scaled {
+                unscale(face.bbox, cropped.scale)
+            } else {
+                face.bbox
+            },
             score: face.score,
             age: None,
             gender: None,
@@ -84,10 +113,7 @@ pub fn completed(
         .collect();
     for result in models {
         doc.models.push(ModelUsed {
-            role: match result.task {
-                Task::Age => ModelRole::Age,
-                Task::Gender => ModelRole::Gender,
-            },
+            role: role(result),
             id: result.model.id.clone(),
             sha256: result.model.sha256.clone(),
             function_version: result.function_version.clone(),
@@ -110,4 +136,23 @@ pub fn completed(
         }
     }
     doc
+}
+
+/// A box in sent pixels, in original pixels.
+fn unscale(bbox: BBox, scale: f64) -> BBox {
+    let back = |v: f32| (f64::from(v) / scale) as f32;
+    BBox {
+        x: back(bbox.x),
+        y: back(bbox.y),
+        width: back(bbox.width),
+        height: back(bbox.height),
+    }
+}
+
+/// What a model predicts, from its answers.
+fn role(result: &ModelResult) -> ModelRole {
+    match result.predictions.first() {
+        Some(Prediction::Gender(_)) => ModelRole::Gender,
+        _ => ModelRole::Age,
+    }
 }

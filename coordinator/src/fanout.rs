@@ -1,21 +1,33 @@
-//! Fan-out: every classifier model gets the image's crops, in batches, all
-//! models at once; each model's answers come back in crop order.
+//! Fan-out: every configured model gets the image's crops in batches of up
+//! to its batch size; all models and all batches run at once (each model's
+//! caller caps its own concurrency); each model's answers come back in crop
+//! order, or the reason it failed.
 
-use futures::future::try_join_all;
-use lambdex_lambdas::Task;
-use lambdex_proto::{ClassifyRequest, Crop, ModelInfo, Prediction};
+use std::time::Instant;
 
-use crate::functions::{Functions, InvokeError};
+use futures::future::{join_all, try_join_all};
+use lambdex_proto::{ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
 
-/// Crops per classify call by default: one call for most images, and well
-/// under the function's limit and Lambda's 6 MB payload.
-pub const DEFAULT_BATCH_SIZE: usize = 32;
+use crate::billing::Meter;
+use crate::caller::Caller;
+use crate::invoke::InvokeError;
+
+/// A classifier model as configured: its name, its function, its batch size.
+#[derive(Debug)]
+pub struct Model {
+    pub name: String,
+    pub caller: Caller,
+    pub batch_size: usize,
+}
 
 /// One model's predictions for every crop of an image.
 #[derive(Debug, Clone)]
 pub struct ModelResult {
-    pub task: Task,
+    pub name: String,
     pub model: ModelInfo,
+    /// The function that answered (the configured one or its fallback) and
+    /// its version.
+    pub function: String,
     pub function_version: Option<String>,
     /// One per crop, in crop order.
     pub predictions: Vec<Prediction>,
@@ -23,61 +35,66 @@ pub struct ModelResult {
     pub ms: f64,
 }
 
-/// Runs every model in `tasks` over `crops`, `batch_size` crops a call.
-pub async fn classify_all<F: Functions>(
-    functions: &F,
-    tasks: &[Task],
+/// Every model over `crops`, concurrently; one result per model, in
+/// `models` order.
+pub async fn classify_all(
+    models: &[Model],
     crops: &[Crop],
-    batch_size: usize,
-) -> Result<Vec<ModelResult>, InvokeError> {
-    try_join_all(
-        tasks
+    meter: &Meter,
+) -> Vec<Result<ModelResult, InvokeError>> {
+    join_all(
+        models
             .iter()
-            .map(|&task| classify_with(functions, task, crops, batch_size)),
+            .map(|model| classify_with(model, crops, meter)),
     )
     .await
 }
 
-async fn classify_with<F: Functions>(
-    functions: &F,
-    task: Task,
+async fn classify_with(
+    model: &Model,
     crops: &[Crop],
-    batch_size: usize,
+    meter: &Meter,
 ) -> Result<ModelResult, InvokeError> {
-    let started = std::time::Instant::now();
-    let batches = try_join_all(crops.chunks(batch_size.max(1)).map(|batch| {
-        functions.classify(
-            task,
-            ClassifyRequest {
-                crops: batch.to_vec(),
-            },
-        )
+    let started = Instant::now();
+    let batch_size = model.batch_size.max(1);
+    let answers = try_join_all(crops.chunks(batch_size).map(|batch| async move {
+        let request = ClassifyRequest {
+            crops: batch.to_vec(),
+        };
+        model
+            .caller
+            .call::<_, ClassifyResponse>(&request, meter)
+            .await
     }))
     .await?;
     let mut predictions = Vec::with_capacity(crops.len());
-    let mut model = None;
-    let mut function_version = None;
-    for (batch, answer) in crops.chunks(batch_size.max(1)).zip(batches) {
+    let mut last = None;
+    for (batch, answer) in crops.chunks(batch_size).zip(answers) {
         if answer.response.predictions.len() != batch.len() {
-            return Err(InvokeError::Call {
-                function: task.name().to_owned(),
+            return Err(InvokeError::BadAnswer {
+                function: answer.function,
                 reason: format!(
-                    "answered {} predictions for {} crops",
+                    "{} predictions for {} crops",
                     answer.response.predictions.len(),
                     batch.len()
                 ),
             });
         }
         predictions.extend(answer.response.predictions);
-        model = Some(answer.response.model);
-        function_version = answer.function_version;
+        last = Some((
+            answer.response.model,
+            answer.function,
+            answer.function_version,
+        ));
     }
+    let (info, function, function_version) = last.ok_or_else(|| InvokeError::BadAnswer {
+        function: model.caller.function().to_owned(),
+        reason: "no crops to classify".to_owned(),
+    })?;
     Ok(ModelResult {
-        task,
-        model: model.unwrap_or_else(|| ModelInfo {
-            id: task.model().0.to_owned(),
-            sha256: String::new(),
-        }),
+        name: model.name.clone(),
+        model: info,
+        function,
         function_version,
         predictions,
         ms: started.elapsed().as_secs_f64() * 1000.0,

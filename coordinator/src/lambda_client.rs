@@ -1,28 +1,55 @@
-//! The `aws-sdk-lambda` client lambdex calls its functions with.
+//! The one `aws-sdk-lambda` client every call shares, built from the
+//! configuration: AWS's standard credential chain and region for a real
+//! endpoint, fixed dummy credentials for the local Lambda. The SDK's own
+//! retries are off: [`crate::caller`] owns retrying, with its classifier,
+//! budget and breaker, and two stacked retry loops would multiply attempts.
 
 use aws_sdk_lambda::Client;
 use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 
-/// The region a local endpoint is addressed as.
+use crate::config::{self, LambdaConfig};
+
+/// The region a local endpoint is addressed as when none is set.
 pub const LOCAL_REGION: &str = "us-east-1";
 
-/// A client for the local Lambda at `endpoint_url`: static credentials
-/// (the local Lambda does not check them) and no SDK retries — whoever
-/// calls decides what to retry.
+/// The client `config` describes.
+pub async fn from_config(config: &LambdaConfig) -> Client {
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+    if let Some(endpoint_url) = &config.endpoint_url {
+        loader = loader.endpoint_url(endpoint_url);
+    }
+    match (&config.region, config.credentials) {
+        (Some(region), _) => loader = loader.region(Region::new(region.clone())),
+        (None, config::Credentials::Local) => loader = loader.region(Region::new(LOCAL_REGION)),
+        (None, config::Credentials::Chain) => {}
+    }
+    if config.credentials == config::Credentials::Local {
+        loader = loader.credentials_provider(local_credentials());
+    }
+    Client::new(&loader.load().await)
+}
+
+/// A client for the local Lambda at `endpoint_url`.
 pub fn local(endpoint_url: &str) -> Client {
     let config = aws_sdk_lambda::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint_url)
-        .credentials_provider(Credentials::new(
-            "lambdex-local",
-            "lambdex-local",
-            None,
-            None,
-            "lambdex-local",
-        ))
+        .credentials_provider(local_credentials())
         .retry_config(RetryConfig::disabled())
         .build();
     Client::from_conf(config)
+}
+
+/// The local Lambda checks no credentials; the SDK still signs requests.
+fn local_credentials() -> Credentials {
+    Credentials::new(
+        "lambdex-local",
+        "lambdex-local",
+        None,
+        None,
+        "lambdex-local",
+    )
 }

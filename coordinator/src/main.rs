@@ -8,12 +8,10 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use lambdex::aggregate::{self, Timings};
-use lambdex::bench;
-use lambdex::functions::{FunctionNames, Lambda};
+use lambdex::config::{self, Config};
 use lambdex::input::Input;
-use lambdex::lambda_client;
-use lambdex::predict::PredictConfig;
-use lambdex::render;
+use lambdex::pipeline::Pipeline;
+use lambdex::{bench, bench_pipeline, lambda_client, render};
 use lambdex_lambdas::local::{LocalConfig, LocalLambda};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
@@ -29,8 +27,12 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Label every face in local images or http(s) URLs (the functions run
-    /// in-process, called through the Lambda Invoke API).
+    /// in-process, called through the Lambda Invoke API; with --remote,
+    /// the functions of the configured endpoint).
     Predict(PredictArgs),
+    /// The coordinator's settings.
+    #[command(subcommand)]
+    Config(ConfigCommand),
     /// Serve the functions on a local Lambda Invoke API until Ctrl-C.
     LocalLambda(LocalLambdaArgs),
     /// Measure the models and the functions.
@@ -44,6 +46,34 @@ enum Command {
         function: FunctionBinary,
     },
 }
+
+#[derive(Debug, Subcommand)]
+enum ConfigCommand {
+    /// Validate the settings and print the effective values (defaults, the
+    /// file, then `LAMBDEX__…` variables) as TOML.
+    Check(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ConfigArgs {
+    /// The coordinator's TOML settings (default: built-in defaults).
+    #[arg(long, env = "LAMBDEX_CONFIG")]
+    config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        Config::load(self.config.as_deref()).map_err(|error| UsageError(error.to_string()).into())
+    }
+}
+
+/// Bad settings: exit code 64 (EX_USAGE), before any work.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+/// `sysexits.h`'s EX_USAGE.
+const EXIT_USAGE: u8 = 64;
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 enum FunctionBinary {
@@ -66,6 +96,10 @@ struct LocalLambdaArgs {
     models_dir: Option<PathBuf>,
 }
 
+/// Enough for an account's worth of busy in-process instances (tokio's
+/// default is 512).
+const MAX_BLOCKING_THREADS: usize = 4096;
+
 /// Where `lambdex local-lambda` listens by default.
 const DEFAULT_LOCAL_PORT: u16 = 9001;
 
@@ -83,12 +117,22 @@ struct PredictArgs {
     /// Images processed at once.
     #[arg(long, default_value_t = default_concurrency())]
     concurrency: usize,
+    /// Call the functions at the configured endpoint (`[lambda]` or
+    /// `LAMBDEX__LAMBDA__…`: a `lambdex local-lambda`, or AWS) instead of
+    /// running them in-process.
+    #[arg(long)]
+    remote: bool,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, Subcommand)]
 enum BenchCommand {
     /// Single-thread median time of each stage and of each function's cold start.
     Models(bench::BenchArgs),
+    /// The coordinator's throughput, CPU and memory against functions of a
+    /// fixed latency.
+    Pipeline(bench_pipeline::PipelineBenchArgs),
 }
 
 fn default_concurrency() -> usize {
@@ -108,14 +152,28 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime starts");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        // In-process functions run one blocking thread per busy instance.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .build()
+        .expect("a tokio runtime starts");
     let outcome = runtime.block_on(async {
         match cli.command {
             Command::Predict(args) => predict(args).await,
             Command::LocalLambda(args) => local_lambda(args).await.map(|()| ExitCode::SUCCESS),
             Command::Function { .. } => unreachable!("handled above"),
+            Command::Config(ConfigCommand::Check(args)) => {
+                let config = args.load()?;
+                print!("{}", config.to_toml());
+                eprintln!("lambdex: the configuration is valid");
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Bench(BenchCommand::Models(args)) => {
                 bench::models(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Pipeline(args)) => {
+                bench_pipeline::run(args).await.map(|()| ExitCode::SUCCESS)
             }
         }
     });
@@ -123,7 +181,11 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(error) => {
             eprintln!("lambdex: {error:#}");
-            ExitCode::FAILURE
+            if error.is::<UsageError>() {
+                ExitCode::from(EXIT_USAGE)
+            } else {
+                ExitCode::FAILURE
+            }
         }
     }
 }
@@ -197,25 +259,44 @@ async fn shutdown_signal() {
 }
 
 async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
-    FaceCropConfig::from_env()?;
-    let lambda = LocalLambda::start(
-        LocalConfig::project_defaults(None, models_dir(args.models_dir)?),
-        0,
-    )
-    .await
-    .context("starting the in-process local Lambda")?;
-    let functions = Lambda::new(
-        lambda_client::local(&lambda.endpoint_url()),
-        FunctionNames::default(),
-    );
+    let mut config = args.config.load()?;
+    let local = if args.remote {
+        None
+    } else {
+        FaceCropConfig::from_env()?;
+        Some(
+            LocalLambda::start(
+                LocalConfig::project_defaults(None, models_dir(args.models_dir)?),
+                0,
+            )
+            .await
+            .context("starting the in-process local Lambda")?,
+        )
+    };
+    let pipeline = match &local {
+        Some(lambda) => {
+            // The embedded functions go by the project's names.
+            config.face_crop.function = "face-crop".to_owned();
+            for (name, model) in &mut config.models {
+                model.function.clone_from(name);
+                model.fallback = None;
+            }
+            config.lambda.endpoint_url = Some(lambda.endpoint_url());
+            config.lambda.credentials = config::Credentials::Local;
+            let client = lambda_client::local(&lambda.endpoint_url());
+            Pipeline::with_client(config, client)?
+        }
+        None => Pipeline::new(config).await?,
+    };
     let input = Input::default();
-    let config = PredictConfig::default();
     let docs: Vec<PredictionDoc> = futures::stream::iter(&args.images)
-        .map(|source| one_image(&functions, &config, &input, source))
+        .map(|source| one_image(&pipeline, &input, source))
         .buffered(args.concurrency.max(1))
         .collect()
         .await;
-    lambda.shutdown().await;
+    if let Some(lambda) = local {
+        lambda.shutdown().await;
+    }
 
     if args.json {
         for doc in &docs {
@@ -226,9 +307,9 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     }
     let mut failed = 0;
     for doc in &docs {
-        if let (Status::Failed, Some(failure)) = (doc.status, &doc.failure) {
+        if let Some(failure) = &doc.failure {
             eprintln!("lambdex: {}: {}", doc.image_url, failure.reason);
-            failed += 1;
+            failed += usize::from(doc.status == Status::Failed);
         }
     }
     Ok(if failed == 0 {
@@ -238,24 +319,19 @@ async fn predict(args: PredictArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-async fn one_image(
-    functions: &Lambda,
-    config: &PredictConfig,
-    input: &Input,
-    source: &str,
-) -> PredictionDoc {
+async fn one_image(pipeline: &Pipeline, input: &Input, source: &str) -> PredictionDoc {
     let job = Job::new(source, source);
-    let started = std::time::Instant::now();
-    let mut timings = Timings::default();
-    let bytes = input.read(source).await;
-    timings.record("fetch", started.elapsed().as_secs_f64() * 1000.0);
-    let mut doc = match bytes {
-        Ok(bytes) => lambdex::predict::predict(functions, config, &job, bytes, timings).await,
-        Err(error) => aggregate::failed(&job, "fetch_failed", error.to_string(), timings),
-    };
-    doc.timings.push(lambdex_proto::StageTiming {
-        stage: "total".to_owned(),
-        ms: started.elapsed().as_secs_f64() * 1000.0,
-    });
-    doc
+    if Input::is_url(source) {
+        return pipeline.process(&job).await;
+    }
+    match input.read_file(std::path::Path::new(source)).await {
+        Ok(bytes) => pipeline.process_bytes(&job, bytes).await,
+        Err(error) => aggregate::failed(
+            &job,
+            "read_failed",
+            error.to_string(),
+            false,
+            Timings::default(),
+        ),
+    }
 }

@@ -16,7 +16,7 @@ pub fn faces_table(docs: &[PredictionDoc]) -> Table {
     ]);
     for doc in docs {
         match doc.status {
-            Status::Ok => {
+            Status::Ok | Status::Partial => {
                 for (i, face) in doc.faces.iter().enumerate() {
                     let b = face.bbox;
                     table.add_row(vec![

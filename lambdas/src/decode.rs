@@ -59,14 +59,31 @@ pub const SUPPORTED_FORMATS: [ImageFormat; 4] = [
 /// Decodes `bytes` (JPEG, PNG, WebP, or a GIF's first frame) into an upright
 /// 8-bit RGB image.
 pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeError> {
-    if bytes.is_empty() {
-        return Err(DecodeError::Empty);
-    }
-    let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
-    if !SUPPORTED_FORMATS.contains(&format) {
-        return Err(DecodeError::UnsupportedFormat(format));
-    }
-    let corrupt = |error: image::ImageError| match error {
+    let (format, mut decoder) = checked_decoder(bytes, limits)?;
+    let corrupt = corrupt_error(format, limits);
+    // A broken EXIF block must not cost the picture: fall back to upright.
+    let orientation = decoder
+        .orientation()
+        .unwrap_or(image::metadata::Orientation::NoTransforms);
+    let mut picture = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    picture.apply_orientation(orientation);
+    Ok(to_rgb(picture))
+}
+
+/// The format and stored size (before EXIF orientation) of `bytes`, read
+/// from the header alone, with the same checks [`decode`] makes first: the
+/// cheap way to refuse what cannot be decoded before moving it anywhere.
+pub fn inspect(bytes: &[u8], limits: DecodeLimits) -> Result<(ImageFormat, u32, u32), DecodeError> {
+    let (format, decoder) = checked_decoder(bytes, limits)?;
+    let (width, height) = decoder.dimensions();
+    Ok((format, width, height))
+}
+
+fn corrupt_error(
+    format: ImageFormat,
+    limits: DecodeLimits,
+) -> impl Fn(image::ImageError) -> DecodeError {
+    move |error| match error {
         image::ImageError::Limits(_) => DecodeError::OverMemoryLimit {
             max_pixels: limits.max_pixels,
         },
@@ -74,15 +91,30 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
             format,
             reason: other.to_string(),
         },
-    };
+    }
+}
 
+/// A decoder for `bytes` whose format is supported and whose size is
+/// within `limits`; no pixel decoded yet.
+fn checked_decoder(
+    bytes: &[u8],
+    limits: DecodeLimits,
+) -> Result<(ImageFormat, impl ImageDecoder + '_), DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    let format = image::guess_format(bytes).map_err(|_| DecodeError::NotAnImage)?;
+    if !SUPPORTED_FORMATS.contains(&format) {
+        return Err(DecodeError::UnsupportedFormat(format));
+    }
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut decoder_limits = Limits::default();
     // RGBA at 8 bits plus the decoder's own working memory.
     decoder_limits.max_alloc = Some(limits.max_pixels.saturating_mul(8));
     reader.limits(decoder_limits);
-    let mut decoder = reader.into_decoder().map_err(corrupt)?;
-
+    let decoder = reader
+        .into_decoder()
+        .map_err(corrupt_error(format, limits))?;
     let (width, height) = decoder.dimensions();
     if width == 0 || height == 0 {
         return Err(DecodeError::NoPixels { width, height });
@@ -94,13 +126,7 @@ pub fn decode(bytes: &[u8], limits: DecodeLimits) -> Result<RgbImage, DecodeErro
             max_pixels: limits.max_pixels,
         });
     }
-    // A broken EXIF block must not cost the picture: fall back to upright.
-    let orientation = decoder
-        .orientation()
-        .unwrap_or(image::metadata::Orientation::NoTransforms);
-    let mut picture = DynamicImage::from_decoder(decoder).map_err(corrupt)?;
-    picture.apply_orientation(orientation);
-    Ok(to_rgb(picture))
+    Ok((format, decoder))
 }
 
 /// Flattens any colour type to RGB: gray is widened, alpha composited onto

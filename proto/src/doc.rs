@@ -16,17 +16,25 @@ pub struct PredictionDoc {
     pub image_url: String,
     #[serde(default)]
     pub metadata: BTreeMap<String, String>,
-    /// Absent when the image could not be decoded.
+    /// The original image's size, which the boxes are in. Absent when the
+    /// image could not be decoded.
     #[serde(default)]
     pub image: Option<ImageSize>,
+    /// Sent pixels per original pixel when the image had to be scaled down
+    /// to fit the face-crop request; absent when sent as downloaded.
+    #[serde(default)]
+    pub image_scale: Option<f64>,
     #[serde(default)]
     pub faces: Vec<FaceDoc>,
     #[serde(default)]
     pub models: Vec<ModelUsed>,
     #[serde(default)]
     pub timings: Vec<StageTiming>,
+    /// What the job's function calls were billed, and cost.
+    #[serde(default)]
+    pub billing: Option<Billing>,
     pub status: Status,
-    /// Set when `status` is `failed`.
+    /// Set when `status` is `failed` or `partial`.
     #[serde(default)]
     pub failure: Option<Failure>,
     pub processed_at: DateTime<Utc>,
@@ -46,6 +54,9 @@ pub enum Status {
     Ok,
     /// The image decoded and no face was found.
     NoFaces,
+    /// Faces found, but a model failed (see `failure`): its fields are
+    /// absent. Only when the coordinator is set to keep partial results.
+    Partial,
     /// See `failure`.
     Failed,
 }
@@ -56,6 +67,10 @@ pub struct Failure {
     pub class: String,
     /// The full reason, for people.
     pub reason: String,
+    /// Whether processing the job again may succeed: the failure was
+    /// transient (throttling, a crashed function…), not the input's.
+    #[serde(default)]
+    pub retryable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -99,6 +114,28 @@ pub enum ModelRole {
     Gender,
 }
 
+/// The Lambda bill of one job, from the functions' `REPORT` lines.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Billing {
+    pub functions: Vec<FunctionBilling>,
+    pub requests: u32,
+    pub billed_ms: u64,
+    pub gb_seconds: f64,
+    /// At the coordinator's configured prices.
+    pub estimated_cost_usd: f64,
+}
+
+/// One function's share of a job's bill.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FunctionBilling {
+    pub function: String,
+    /// Invocations that ran, failed ones included.
+    pub requests: u32,
+    pub billed_ms: u64,
+    pub memory_mb: u32,
+    pub gb_seconds: f64,
+}
+
 /// Wall-clock time of one stage of the job, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StageTiming {
@@ -122,6 +159,7 @@ mod tests {
                 width: 640,
                 height: 480,
             }),
+            image_scale: None,
             faces: vec![FaceDoc {
                 bbox: BBox {
                     x: 1.0,
@@ -149,6 +187,7 @@ mod tests {
                 stage: "total".into(),
                 ms: 12.5,
             }],
+            billing: None,
             status: Status::Ok,
             failure: None,
             processed_at: "2026-11-28T10:00:00Z".parse().expect("a time"),
@@ -186,6 +225,7 @@ mod tests {
         doc.failure = Some(Failure {
             class: "invalid_image".into(),
             reason: "not an image".into(),
+            retryable: false,
         });
         let value = serde_json::to_value(&doc).expect("serialises");
         assert_eq!(value["status"], "failed");

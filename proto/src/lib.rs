@@ -37,7 +37,8 @@ pub use crop::{
     Keypoints, Point,
 };
 pub use doc::{
-    AgeDoc, FaceDoc, Failure, GenderDoc, ModelRole, ModelUsed, PredictionDoc, StageTiming, Status,
+    AgeDoc, Billing, FaceDoc, Failure, FunctionBilling, GenderDoc, ModelRole, ModelUsed,
+    PredictionDoc, StageTiming, Status,
 };
 pub use error_type::ErrorType;
 pub use job::{Job, JobError, JobParseError, MAX_PRIORITY};

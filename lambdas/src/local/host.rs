@@ -115,6 +115,10 @@ struct FunctionState {
     /// Warm instances by version.
     idle: Mutex<Vec<(String, Instance)>>,
     started: AtomicU64,
+    /// Invocations that ran (had capacity).
+    invoked: AtomicU64,
+    /// Synchronous invocations refused with 429.
+    throttled: AtomicU64,
 }
 
 /// The concurrency an invocation holds while it runs.
@@ -163,6 +167,8 @@ impl Host {
                     spec,
                     idle: Mutex::new(Vec::new()),
                     started: AtomicU64::new(0),
+                    invoked: AtomicU64::new(0),
+                    throttled: AtomicU64::new(0),
                 };
                 (name, state)
             })
@@ -193,6 +199,20 @@ impl Host {
         self.functions
             .get(function)
             .map_or(0, |f| f.started.load(Ordering::Relaxed))
+    }
+
+    /// Invocations of `function` that ran, whatever their outcome.
+    pub fn invocations(&self, function: &str) -> u64 {
+        self.functions
+            .get(function)
+            .map_or(0, |f| f.invoked.load(Ordering::Relaxed))
+    }
+
+    /// Synchronous invocations of `function` refused for want of capacity.
+    pub fn throttles(&self, function: &str) -> u64 {
+        self.functions
+            .get(function)
+            .map_or(0, |f| f.throttled.load(Ordering::Relaxed))
     }
 
     fn arn(&self, function: &str, qualifier: Option<&str>) -> String {
@@ -272,7 +292,10 @@ impl Host {
                 })
             }
             InvocationType::RequestResponse => {
-                let permits = self.try_permits(function)?;
+                let permits = self.try_permits(function).inspect_err(|_| {
+                    function.throttled.fetch_add(1, Ordering::Relaxed);
+                })?;
+                function.invoked.fetch_add(1, Ordering::Relaxed);
                 let host = Arc::clone(self);
                 // A task of its own: as on AWS, the invocation runs to its end
                 // even if the caller hangs up.
@@ -342,6 +365,7 @@ impl Host {
         let Some(permits) = permits else {
             return;
         };
+        function.invoked.fetch_add(1, Ordering::Relaxed);
         let function_name = call.function.clone();
         let (answer, _) = self.execute(call, permits).await;
         if let Answer::Error { body, .. } = answer {

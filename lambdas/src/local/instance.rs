@@ -136,7 +136,7 @@ impl Instance {
 }
 
 /// Peak resident set (`VmHWM`) of a process, in MB rounded up; 0 if gone.
-fn peak_memory_mb(pid: u32) -> u32 {
+pub fn peak_memory_mb(pid: u32) -> u32 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|status| {

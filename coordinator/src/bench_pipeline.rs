@@ -1,0 +1,410 @@
+//! `lambdex bench pipeline`: the coordinator alone, against functions that
+//! only sleep. N jobs go through the real path — download from a local HTTP
+//! server, header check, face-crop, both classifiers in parallel — with C
+//! jobs in flight, against functions of fixed latency L. A job takes two
+//! function latencies (crop, then the classifiers at once), so the bound
+//! is C / 2L jobs a second.
+//!
+//! The functions run in a child process (`lambdex bench pipeline
+//! --serve-functions`, a local Lambda with sleeping in-process handlers),
+//! so the CPU time and peak memory printed are the coordinator's own.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
+use futures::StreamExt as _;
+use lambda_runtime::Diagnostic;
+use lambdex_lambdas::local::config::{FunctionSpec, Handler};
+use lambdex_lambdas::local::instance::peak_memory_mb;
+use lambdex_lambdas::local::{InProcessFunction, InProcessHandler, LocalConfig, LocalLambda};
+use lambdex_proto::{
+    AgePrediction, BBox, Base64Bytes, ClassifyRequest, ClassifyResponse, ClassifyTimings, Crop,
+    CropFormat, CropTimings, CroppedFace, FaceCropResponse, Gender, GenderPrediction, ImageSize,
+    Job, Keypoints, ModelInfo, Point, Prediction, Status,
+};
+
+use crate::config::{Config, Credentials};
+use crate::pipeline::Pipeline;
+
+#[derive(Debug, clap::Args)]
+pub struct PipelineBenchArgs {
+    /// Jobs to run.
+    #[arg(long, default_value_t = 10_000)]
+    jobs: usize,
+    /// Jobs in flight (C).
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Each function's latency (L), in milliseconds.
+    #[arg(long, default_value_t = 100)]
+    latency_ms: u64,
+    /// Faces the face-crop function finds in every image.
+    #[arg(long, default_value_t = 2)]
+    faces: usize,
+    /// Serve the sleeping functions on the port given and print the URL
+    /// (what the bench starts as its child).
+    #[arg(long, hide = true)]
+    serve_functions: bool,
+}
+
+/// Function latencies per job: the crop, then the classifiers at once.
+const SEQUENTIAL_CALLS: f64 = 2.0;
+
+pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
+    if args.serve_functions {
+        return serve(&args).await;
+    }
+    let functions = FunctionsProcess::start(&args)?;
+    let images = ImageServer::start().await?;
+
+    let mut config = Config::default();
+    config.lambda.endpoint_url = Some(functions.url.clone());
+    config.lambda.credentials = Credentials::Local;
+    config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];
+    config.pipeline.max_jobs_in_flight = args.concurrency;
+    let pipeline = Pipeline::new(config).await?;
+
+    // Warm-up: instances started, connections open.
+    run_jobs(&pipeline, &images.url, args.concurrency, args.concurrency).await?;
+    let cpu_before = cpu_time()?;
+    let started = Instant::now();
+    run_jobs(&pipeline, &images.url, args.jobs, args.concurrency).await?;
+    let elapsed = started.elapsed();
+    let cpu = cpu_time()? - cpu_before;
+
+    let achieved = args.jobs as f64 / elapsed.as_secs_f64();
+    let bound = args.concurrency as f64 / (SEQUENTIAL_CALLS * args.latency_ms as f64 / 1000.0);
+    let cpu_us_per_job = cpu.as_secs_f64() * 1e6 / args.jobs as f64;
+    let cores = cpu.as_secs_f64() / elapsed.as_secs_f64();
+    let stats = pipeline.stats();
+    let throttled: u64 = stats.functions.values().map(|s| s.throttled).sum();
+    let retries: u64 = stats.functions.values().map(|s| s.retries).sum();
+
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["measure", "value"]);
+    for (measure, value) in [
+        ("jobs", args.jobs.to_string()),
+        ("jobs in flight (C)", args.concurrency.to_string()),
+        ("function latency (L)", format!("{} ms", args.latency_ms)),
+        ("faces per image", args.faces.to_string()),
+        ("elapsed", format!("{:.2} s", elapsed.as_secs_f64())),
+        ("achieved", format!("{achieved:.0} jobs/s")),
+        ("bound C / 2L", format!("{bound:.0} jobs/s")),
+        (
+            "achieved / bound",
+            format!("{:.1} %", 100.0 * achieved / bound),
+        ),
+        ("coordinator CPU per job", format!("{cpu_us_per_job:.0} µs")),
+        ("coordinator cores busy", format!("{cores:.2}")),
+        (
+            "coordinator peak memory (VmHWM)",
+            format!("{} MB", peak_memory_mb(std::process::id())),
+        ),
+        ("throttled / retries", format!("{throttled} / {retries}")),
+    ] {
+        table.add_row(vec![measure.to_owned(), value]);
+    }
+    println!("{table}");
+    println!(
+        "targets: ≥ 95 % of the bound with 1,000 jobs in flight on ≤ 1 core; ≤ 200 µs CPU per job"
+    );
+    drop(functions);
+    Ok(())
+}
+
+async fn run_jobs(
+    pipeline: &Pipeline,
+    url: &str,
+    jobs: usize,
+    concurrency: usize,
+) -> anyhow::Result<()> {
+    let failures = futures::stream::iter(0..jobs)
+        .map(|i| async move {
+            let job = Job::new(format!("bench-{i}"), url);
+            pipeline.process(&job).await
+        })
+        .buffer_unordered(concurrency)
+        .filter(|doc| std::future::ready(doc.status != Status::Ok))
+        .collect::<Vec<_>>()
+        .await;
+    if let Some(doc) = failures.first() {
+        bail!(
+            "{} of {jobs} jobs did not succeed; the first: {:?}",
+            failures.len(),
+            doc.failure
+        );
+    }
+    Ok(())
+}
+
+/// The child process serving the sleeping functions.
+struct FunctionsProcess {
+    child: std::process::Child,
+    url: String,
+}
+
+impl FunctionsProcess {
+    fn start(args: &PipelineBenchArgs) -> anyhow::Result<Self> {
+        let mut child = Command::new(std::env::current_exe()?)
+            .args([
+                "bench",
+                "pipeline",
+                "--serve-functions",
+                "--latency-ms",
+                &args.latency_ms.to_string(),
+                "--faces",
+                &args.faces.to_string(),
+                "--concurrency",
+                &args.concurrency.to_string(),
+            ])
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting the functions' process")?;
+        let stdout = child.stdout.take().context("the child's stdout")?;
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line)?;
+        let url = line.trim().to_owned();
+        if !url.starts_with("http://") {
+            let _ = child.kill();
+            bail!("the functions' process did not start: {line:?}");
+        }
+        Ok(Self { child, url })
+    }
+}
+
+impl Drop for FunctionsProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// In the child: a local Lambda of sleeping functions, until killed.
+async fn serve(args: &PipelineBenchArgs) -> anyhow::Result<()> {
+    let latency = Duration::from_millis(args.latency_ms);
+    let functions: [(&str, Arc<dyn InProcessFunction>); 3] = [
+        ("face-crop", Arc::new(Sleeper::crop(latency, args.faces))),
+        ("age", Arc::new(Sleeper::classify(latency, Kind::Age))),
+        ("gender", Arc::new(Sleeper::classify(latency, Kind::Gender))),
+    ];
+    let config = LocalConfig {
+        functions: functions
+            .into_iter()
+            .map(|(name, function)| {
+                (
+                    name.to_owned(),
+                    FunctionSpec::new(Handler::InProcess(function)),
+                )
+            })
+            .collect(),
+        // A job holds one or two invocations at a time.
+        account_concurrency: u32::try_from(args.concurrency * 3).unwrap_or(u32::MAX),
+        ..LocalConfig::default()
+    };
+    let lambda = LocalLambda::start(config, 0).await?;
+    println!("{}", lambda.endpoint_url());
+    std::future::pending::<()>().await;
+    Ok(())
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Crop(usize),
+    Age,
+    Gender,
+}
+
+/// A function that sleeps L and answers a canned answer of the right shape.
+#[derive(Debug)]
+struct Sleeper {
+    latency: Duration,
+    kind: Kind,
+}
+
+impl Sleeper {
+    fn crop(latency: Duration, faces: usize) -> Self {
+        Self {
+            latency,
+            kind: Kind::Crop(faces),
+        }
+    }
+
+    fn classify(latency: Duration, kind: Kind) -> Self {
+        Self { latency, kind }
+    }
+}
+
+struct SleeperInstance {
+    latency: Duration,
+    kind: Kind,
+    answer: Vec<u8>,
+}
+
+impl InProcessFunction for Sleeper {
+    fn init(
+        &self,
+        _environment: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
+        let answer = match self.kind {
+            Kind::Crop(faces) => serde_json::to_vec(&crop_answer(faces)),
+            Kind::Age | Kind::Gender => Ok(Vec::new()),
+        }
+        .map_err(|error| Diagnostic {
+            error_type: "Runtime.SerializationError".to_owned(),
+            error_message: error.to_string(),
+        })?;
+        Ok(Box::new(SleeperInstance {
+            latency: self.latency,
+            kind: self.kind,
+            answer,
+        }))
+    }
+}
+
+impl InProcessHandler for SleeperInstance {
+    fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
+        std::thread::sleep(self.latency);
+        let fail = |error: serde_json::Error| Diagnostic {
+            error_type: "InvalidRequest".to_owned(),
+            error_message: error.to_string(),
+        };
+        match self.kind {
+            Kind::Crop(_) => Ok(self.answer.clone()),
+            kind => {
+                let request: ClassifyRequest = serde_json::from_slice(event).map_err(fail)?;
+                serde_json::to_vec(&classify_answer(kind, request.crops.len())).map_err(fail)
+            }
+        }
+    }
+}
+
+fn model(id: &str) -> ModelInfo {
+    ModelInfo {
+        id: id.to_owned(),
+        sha256: "0".repeat(64),
+    }
+}
+
+fn crop_answer(faces: usize) -> FaceCropResponse {
+    let point = Point { x: 1.0, y: 1.0 };
+    FaceCropResponse {
+        image: ImageSize {
+            width: 640,
+            height: 480,
+        },
+        faces: (0..faces)
+            .map(|i| CroppedFace {
+                bbox: BBox {
+                    x: 10.0 * i as f32,
+                    y: 10.0,
+                    width: 50.0,
+                    height: 60.0,
+                },
+                keypoints: Keypoints {
+                    right_eye: point,
+                    left_eye: point,
+                    nose_tip: point,
+                    mouth: point,
+                    right_ear: point,
+                    left_ear: point,
+                },
+                score: 0.9,
+                crop: Crop {
+                    format: CropFormat::Png,
+                    width: 64,
+                    height: 64,
+                    // About what a real 64 px crop weighs.
+                    data: Base64Bytes(vec![7; 6 * 1024]),
+                },
+            })
+            .collect(),
+        detector: model("sleeping-detector"),
+        timings: CropTimings::default(),
+    }
+}
+
+fn classify_answer(kind: Kind, crops: usize) -> ClassifyResponse {
+    let prediction = match kind {
+        Kind::Gender => Prediction::Gender(GenderPrediction {
+            label: Gender::Female,
+            probability: 0.9,
+        }),
+        _ => Prediction::Age(AgePrediction {
+            years: 30.0,
+            std_dev: 5.0,
+            top_bins: Vec::new(),
+        }),
+    };
+    ClassifyResponse {
+        model: model("sleeping-classifier"),
+        predictions: vec![prediction; crops],
+        timings: ClassifyTimings::default(),
+    }
+}
+
+/// A local HTTP server with one small JPEG.
+struct ImageServer {
+    url: String,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl ImageServer {
+    async fn start() -> anyhow::Result<Self> {
+        let jpeg = tiny_jpeg()?;
+        let app = axum::Router::new().route(
+            "/image.jpg",
+            axum::routing::get(move || {
+                let jpeg = jpeg.clone();
+                async move { ([("content-type", "image/jpeg")], jpeg) }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let url = format!("http://{}/image.jpg", listener.local_addr()?);
+        let task = tokio::spawn(async move {
+            let _ = axum::serve(listener, app).await;
+        });
+        Ok(Self { url, task })
+    }
+}
+
+impl Drop for ImageServer {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn tiny_jpeg() -> anyhow::Result<axum::body::Bytes> {
+    let picture = image::RgbImage::from_fn(320, 240, |x, y| image::Rgb([x as u8, y as u8, 128]));
+    let mut out = std::io::Cursor::new(Vec::new());
+    picture.write_to(&mut out, image::ImageFormat::Jpeg)?;
+    Ok(out.into_inner().into())
+}
+
+/// User + system CPU time of this process.
+fn cpu_time() -> anyhow::Result<Duration> {
+    // /proc/self/stat fields 14 and 15: utime and stime in clock ticks.
+    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    let after_name = stat
+        .rsplit_once(')')
+        .map(|(_, rest)| rest)
+        .context("/proc/self/stat")?;
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: u64 = fields
+        .get(11..13)
+        .context("/proc/self/stat is short")?
+        .iter()
+        .map(|f| f.parse::<u64>())
+        .sum::<Result<u64, _>>()?;
+    Ok(Duration::from_secs_f64(
+        ticks as f64 / CLOCK_TICKS_PER_SECOND,
+    ))
+}
+
+/// `sysconf(_SC_CLK_TCK)` on Linux.
+const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
