@@ -27,7 +27,7 @@ pub struct Prepared {
 
 #[derive(Debug, thiserror::Error)]
 pub enum PrepareError {
-    #[error("{0}")]
+    #[error("invalid image: {0}")]
     Image(#[from] DecodeError),
     #[error(
         "the image does not fit the request limit of {max_bytes} bytes even at {min_long_side} px on its long side"

@@ -132,7 +132,7 @@ async fn local_lambda_serves_the_project_functions_until_sigterm() {
         .expect("face-crop answers");
     assert_eq!(output.function_error(), None);
     let report =
-        lambdex::functions::report_of(output.log_result().expect("a tail")).expect("a REPORT line");
+        lambdex::invoke::report_of(output.log_result().expect("a tail")).expect("a REPORT line");
     assert!(
         report.init_duration_ms.is_some(),
         "a cold start: {report:?}"
@@ -169,4 +169,27 @@ async fn local_lambda_serves_the_project_functions_until_sigterm() {
         .expect("it stops within 20 s")
         .expect("waits");
     assert!(status.success(), "{status}");
+}
+
+#[test]
+fn config_check_prints_the_effective_settings_and_refuses_a_bad_one_with_exit_64() {
+    let output = Command::new(env!("CARGO_BIN_EXE_lambdex"))
+        .args(["config", "check"])
+        .env("LAMBDEX__MODELS__AGE__BATCH_SIZE", "8")
+        .output()
+        .expect("lambdex runs");
+    assert!(output.status.success(), "{output:?}");
+    let stdout = String::from_utf8(output.stdout).expect("UTF-8");
+    assert!(stdout.contains("[models.age]"), "{stdout}");
+    assert!(stdout.contains("batch_size = 8"), "{stdout}");
+    assert!(stdout.contains("failure_threshold = 5"), "{stdout}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_lambdex"))
+        .args(["config", "check"])
+        .env("LAMBDEX__FETCH__TIMEOUT", "soon")
+        .output()
+        .expect("lambdex runs");
+    assert_eq!(output.status.code(), Some(64));
+    let stderr = String::from_utf8(output.stderr).expect("UTF-8");
+    assert!(stderr.contains("timeout"), "{stderr}");
 }

@@ -14,7 +14,7 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{InvocationType, LogType, ThrottleReason};
 use futures::StreamExt as _;
 use lambda_runtime::Diagnostic;
-use lambdex::functions::report_of;
+use lambdex::invoke::report_of;
 use lambdex::lambda_client;
 use lambdex_lambdas::local::{
     FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda, Report,

@@ -1,0 +1,418 @@
+//! The coordinator's pipeline end to end: real photos and hostile inputs
+//! served by a local HTTP server, the project's functions (and broken
+//! ones) behind the local Lambda, called through `aws-sdk-lambda`.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use axum::http::{StatusCode, header};
+use axum::response::Redirect;
+use axum::routing::get;
+use lambda_runtime::Diagnostic;
+use lambdex::config::{Config, Credentials};
+use lambdex::lambda_client;
+use lambdex::pipeline::Pipeline;
+use lambdex_lambdas::Task;
+use lambdex_lambdas::local::{
+    Builtin, FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda,
+};
+use lambdex_proto::{Job, PredictionDoc, Status};
+use lambdex_tests::{ASTRONAUT_FACE, Scene, astronaut_png, encode_jpeg, models_dir, no_face};
+
+const TEST_FUNCTION: &str = env!("CARGO_BIN_EXE_test-function");
+
+/// The local Lambda with the project's functions in-process, plus `extra`.
+async fn functions(extra: Vec<(&str, FunctionSpec)>) -> LocalLambda {
+    let mut config = LocalConfig::project_defaults(None, models_dir());
+    for (name, spec) in extra {
+        config.functions.insert(name.to_owned(), spec);
+    }
+    LocalLambda::start(config, 0)
+        .await
+        .expect("the local Lambda starts")
+}
+
+/// A 1×1 PNG whose header claims 50,000 × 50,000 pixels.
+fn decompression_bomb() -> Vec<u8> {
+    let mut png = lambdex_tests::encode(&no_face(), image::ImageFormat::Png);
+    // IHDR data starts at byte 16: width, height, then 5 more bytes, then the CRC.
+    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
+    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
+    let crc = crc32fast::hash(&png[12..29]);
+    png[29..33].copy_from_slice(&crc.to_be_bytes());
+    png
+}
+
+/// Serves the test images, good and hostile, on 127.0.0.1; the base URL.
+async fn image_server() -> String {
+    let jpeg =
+        |bytes: Vec<u8>| move || async move { ([(header::CONTENT_TYPE, "image/jpeg")], bytes) };
+    let app = axum::Router::new()
+        .route(
+            "/two-faces.jpg",
+            get(jpeg(encode_jpeg(&Scene::grid(2, 1, 320).image, 92))),
+        )
+        .route(
+            "/three-faces.jpg",
+            get(jpeg(encode_jpeg(&Scene::grid(3, 1, 320).image, 92))),
+        )
+        .route("/no-face.jpg", get(jpeg(encode_jpeg(&no_face(), 92))))
+        .route("/astronaut.png", get(jpeg(astronaut_png())))
+        .route("/missing.jpg", get(|| async { StatusCode::NOT_FOUND }))
+        .route(
+            "/slow.jpg",
+            get(|| async {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                StatusCode::OK
+            }),
+        )
+        .route("/huge.jpg", get(jpeg(vec![0xff; 2_000_000])))
+        .route(
+            "/page.jpg",
+            get(|| async {
+                (
+                    [(header::CONTENT_TYPE, "image/jpeg")],
+                    "<html>not an image</html>",
+                )
+            }),
+        )
+        .route(
+            "/to-metadata.jpg",
+            get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
+        )
+        .route("/bomb.png", get(jpeg(decompression_bomb())));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let base = format!("http://{}", listener.local_addr().expect("an address"));
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    base
+}
+
+/// Settings for tests: local credentials, quick retries, the image server
+/// let through the SSRF guard.
+fn config(lambda: &LocalLambda) -> Config {
+    let mut config = Config::default();
+    config.lambda.endpoint_url = Some(lambda.endpoint_url());
+    config.lambda.credentials = Credentials::Local;
+    config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];
+    config.fetch.timeout = Duration::from_millis(700);
+    config.fetch.max_bytes = 1_000_000;
+    config.retry.min_delay = Duration::from_millis(10);
+    config.retry.max_delay = Duration::from_millis(50);
+    config
+}
+
+fn pipeline(lambda: &LocalLambda, config: Config) -> Pipeline {
+    Pipeline::with_client(config, lambda_client::local(&lambda.endpoint_url())).expect("builds")
+}
+
+async fn process(pipeline: &Pipeline, url: String) -> PredictionDoc {
+    pipeline.process(&Job::new(url.clone(), url)).await
+}
+
+fn assert_labelled(doc: &PredictionDoc, faces: usize) {
+    assert_eq!(doc.status, Status::Ok, "{:?}", doc.failure);
+    assert_eq!(doc.faces.len(), faces);
+    for face in &doc.faces {
+        assert!(face.age.is_some() && face.gender.is_some(), "{face:?}");
+    }
+}
+
+#[tokio::test]
+async fn faces_are_labelled_and_an_image_without_faces_calls_no_classifier() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let pipeline = pipeline(&lambda, config(&lambda));
+
+    let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
+    assert_labelled(&doc, 2);
+    let billing = doc.billing.as_ref().expect("billed");
+    let billed: Vec<&str> = billing
+        .functions
+        .iter()
+        .map(|f| f.function.as_str())
+        .collect();
+    assert_eq!(billed, ["age", "face-crop", "gender"]);
+    assert!(
+        billing.billed_ms > 0 && billing.estimated_cost_usd > 0.0,
+        "{billing:?}"
+    );
+    assert!(doc.timings.iter().any(|t| t.stage == "fetch"));
+
+    let host = lambda.host();
+    let age_calls = host.invocations("age");
+    let doc = process(&pipeline, format!("{images}/no-face.jpg")).await;
+    assert_eq!(doc.status, Status::NoFaces, "{:?}", doc.failure);
+    assert_eq!(host.invocations("age"), age_calls);
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_large_image_is_scaled_to_fit_and_its_boxes_map_back() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    // Under even a JPEG re-encoding of the 512 px original.
+    config.image.max_request_bytes = 30_000;
+    config.image.min_long_side = 128;
+    let pipeline = pipeline(&lambda, config);
+
+    let doc = process(&pipeline, format!("{images}/astronaut.png")).await;
+    assert_labelled(&doc, 1);
+    let scale = doc.image_scale.expect("scaled");
+    assert!(scale < 1.0, "{scale}");
+    let image = doc.image.expect("a size");
+    assert_eq!((image.width, image.height), (512, 512));
+    // The box is in the original's pixels: over the hand-marked face.
+    let b = doc.faces[0].bbox;
+    let (cx, cy) = (b.x + b.width / 2.0, b.y + b.height / 2.0);
+    let [x0, y0, x1, y1] = ASTRONAUT_FACE;
+    assert!((x0..x1).contains(&cx) && (y0..y1).contains(&cy), "{b:?}");
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn hostile_inputs_fail_for_good_with_a_named_reason_before_any_function_runs() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.fetch.max_attempts = 1;
+    let pipeline = pipeline(&lambda, config);
+
+    for (path, class, says) in [
+        ("missing.jpg", "fetch_status", "HTTP 404"),
+        ("slow.jpg", "fetch_timeout", "did not download"),
+        (
+            "huge.jpg",
+            "image_too_large",
+            "over the limit of 1000000 bytes",
+        ),
+        ("page.jpg", "not_an_image", "not a JPEG, PNG, WebP or GIF"),
+        (
+            "to-metadata.jpg",
+            "fetch_refused",
+            "link-local addresses are blocked",
+        ),
+        (
+            "bomb.png",
+            "invalid_image",
+            "50000×50000 pixels, over the limit",
+        ),
+    ] {
+        let doc = process(&pipeline, format!("{images}/{path}")).await;
+        assert_eq!(doc.status, Status::Failed, "{path}");
+        let failure = doc.failure.expect("a failure");
+        assert_eq!(failure.class, class, "{path}: {}", failure.reason);
+        assert!(failure.reason.contains(says), "{path}: {}", failure.reason);
+        let transient = class == "fetch_timeout";
+        assert_eq!(failure.retryable, transient, "{path}");
+    }
+    assert_eq!(lambda.host().invocations("face-crop"), 0);
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_ssrf_guard_refuses_loopback_by_default_by_address_and_by_name() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.fetch.allow.clear();
+    let pipeline = pipeline(&lambda, config);
+
+    let by_name = images.replace("127.0.0.1", "localhost");
+    for base in [images, by_name] {
+        let doc = process(&pipeline, format!("{base}/two-faces.jpg")).await;
+        let failure = doc.failure.expect("refused");
+        assert_eq!(failure.class, "fetch_refused", "{}", failure.reason);
+        assert!(failure.reason.contains("loopback"), "{}", failure.reason);
+    }
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn each_model_gets_the_crops_in_batches_of_its_size() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.models.get_mut("age").expect("age").batch_size = Some(2);
+    config.models.get_mut("gender").expect("gender").batch_size = Some(1);
+    let pipeline = pipeline(&lambda, config);
+
+    let doc = process(&pipeline, format!("{images}/three-faces.jpg")).await;
+    assert_labelled(&doc, 3);
+    let host = lambda.host();
+    assert_eq!(host.invocations("age"), 2, "ceil(3 / 2)");
+    assert_eq!(host.invocations("gender"), 3, "ceil(3 / 1)");
+    lambda.shutdown().await;
+}
+
+/// The age model, failing its first `failures` invocations with a
+/// retryable `ModelFailure`.
+#[derive(Debug)]
+struct Flaky {
+    failures: Arc<AtomicUsize>,
+}
+
+struct FlakyInstance {
+    inner: Box<dyn InProcessHandler>,
+    failures: Arc<AtomicUsize>,
+}
+
+impl InProcessFunction for Flaky {
+    fn init(
+        &self,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
+        Ok(Box::new(FlakyInstance {
+            inner: Builtin::Classifier(Task::Age).init(environment)?,
+            failures: Arc::clone(&self.failures),
+        }))
+    }
+}
+
+impl InProcessHandler for FlakyInstance {
+    fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
+        let failed = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if failed {
+            return Err(Diagnostic {
+                error_type: "ModelFailure".to_owned(),
+                error_message: "the model failed this time".to_owned(),
+            });
+        }
+        self.inner.handle(event)
+    }
+}
+
+fn project_age_environment() -> BTreeMap<String, String> {
+    LocalConfig::project_defaults(None, models_dir()).functions["age"]
+        .latest
+        .environment
+        .clone()
+}
+
+#[tokio::test]
+async fn a_function_that_fails_twice_then_succeeds_is_retried() {
+    let mut flaky = FunctionSpec::new(Handler::InProcess(Arc::new(Flaky {
+        failures: Arc::new(AtomicUsize::new(2)),
+    })));
+    flaky.latest.environment = project_age_environment();
+    let lambda = functions(vec![("age-flaky", flaky)]).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.models.get_mut("age").expect("age").function = "age-flaky".to_owned();
+    let pipeline = pipeline(&lambda, config);
+
+    let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
+    assert_labelled(&doc, 2);
+    assert_eq!(lambda.host().invocations("age-flaky"), 3);
+    let stats = pipeline.stats().functions["age"];
+    assert_eq!((stats.calls, stats.attempts, stats.retries), (1, 3, 2));
+    // Failed attempts are billed too.
+    let billing = doc.billing.expect("billed");
+    let age = billing
+        .functions
+        .iter()
+        .find(|f| f.function == "age-flaky")
+        .expect("age");
+    assert_eq!(age.requests, 3);
+    lambda.shutdown().await;
+}
+
+fn crashing() -> FunctionSpec {
+    let mut spec = FunctionSpec::new(Handler::Command {
+        program: PathBuf::from(TEST_FUNCTION),
+        args: Vec::new(),
+    });
+    spec.latest.memory_mb = 256;
+    spec.latest
+        .environment
+        .insert("TEST_FUNCTION_INIT".to_owned(), "exit".to_owned());
+    spec
+}
+
+#[tokio::test]
+async fn a_crashing_function_opens_its_breaker_and_the_fallback_answers() {
+    let lambda = functions(vec![("age-avx512", crashing())]).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.breaker.failure_threshold = 2;
+    config.retry.max_attempts = 2;
+    let age = config.models.get_mut("age").expect("age");
+    age.function = "age-avx512".to_owned();
+    age.fallback = Some("age".to_owned());
+    let pipeline = pipeline(&lambda, config);
+
+    for _ in 0..4 {
+        let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
+        assert_labelled(&doc, 2);
+    }
+    let host = lambda.host();
+    // Two failures opened the breaker; later jobs went straight to the fallback.
+    assert_eq!(host.invocations("age-avx512"), 2);
+    let stats = pipeline.stats().functions["age"];
+    assert_eq!(stats.breaker_opened, 1);
+    assert_eq!(stats.fallback_calls, 4);
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crashing_model_without_fallback_fails_the_job_or_leaves_a_partial_result() {
+    let lambda = functions(vec![("gender-broken", crashing())]).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.retry.max_attempts = 2;
+    config.models.get_mut("gender").expect("gender").function = "gender-broken".to_owned();
+
+    let strict = pipeline(&lambda, config.clone());
+    let doc = process(&strict, format!("{images}/two-faces.jpg")).await;
+    assert_eq!(doc.status, Status::Failed);
+    let failure = doc.failure.expect("a failure");
+    assert_eq!(failure.class, "runtime_exit_error", "{}", failure.reason);
+    assert!(failure.retryable);
+
+    config.pipeline.partial_results = true;
+    let lenient = pipeline(&lambda, config);
+    let doc = process(&lenient, format!("{images}/two-faces.jpg")).await;
+    assert_eq!(doc.status, Status::Partial);
+    assert!(
+        doc.faces
+            .iter()
+            .all(|f| f.age.is_some() && f.gender.is_none())
+    );
+    assert_eq!(doc.failure.expect("the reason").class, "runtime_exit_error");
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn throttling_at_the_reserved_concurrency_is_waited_out_and_every_job_succeeds() {
+    let mut age = LocalConfig::project_defaults(None, models_dir()).functions["age"].clone();
+    age.reserved_concurrency = Some(1);
+    let lambda = functions(vec![("age-reserved", age)]).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    config.retry.max_attempts = 20;
+    config.models.get_mut("age").expect("age").function = "age-reserved".to_owned();
+    let pipeline = pipeline(&lambda, config);
+
+    let docs = futures::future::join_all(
+        (0..6).map(|_| process(&pipeline, format!("{images}/two-faces.jpg"))),
+    )
+    .await;
+    for doc in &docs {
+        assert_labelled(doc, 2);
+    }
+    let stats = pipeline.stats().functions["age"];
+    assert!(stats.throttled > 0, "{stats:?}");
+    assert_eq!(stats.retries, stats.throttled, "{stats:?}");
+    assert_eq!(lambda.host().throttles("age-reserved"), stats.throttled);
+    lambda.shutdown().await;
+}
