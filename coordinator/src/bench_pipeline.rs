@@ -5,9 +5,11 @@
 //! function latencies (crop, then the classifiers at once), so the bound
 //! is C / 2L jobs a second.
 //!
-//! The functions run in a child process (`lambdex bench pipeline
-//! --serve-functions`, a local Lambda with sleeping in-process handlers),
-//! so the CPU time and peak memory printed are the coordinator's own.
+//! The functions and the image server run in a child process (`lambdex
+//! bench pipeline --serve-functions`: a local Lambda with sleeping
+//! in-process handlers, and an HTTP server with one JPEG), so the CPU time
+//! and peak memory printed are the coordinator's own. Every job is its own
+//! task, as in the worker.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -45,7 +47,7 @@ pub struct PipelineBenchArgs {
     /// Faces the face-crop function finds in every image.
     #[arg(long, default_value_t = 2)]
     faces: usize,
-    /// Serve the sleeping functions on the port given and print the URL
+    /// Serve the sleeping functions and the image, and print both URLs
     /// (what the bench starts as its child).
     #[arg(long, hide = true)]
     serve_functions: bool,
@@ -59,20 +61,25 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         return serve(&args).await;
     }
     let functions = FunctionsProcess::start(&args)?;
-    let images = ImageServer::start().await?;
 
     let mut config = Config::default();
     config.lambda.endpoint_url = Some(functions.url.clone());
     config.lambda.credentials = Credentials::Local;
     config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];
     config.pipeline.max_jobs_in_flight = args.concurrency;
-    let pipeline = Pipeline::new(config).await?;
+    let pipeline = Arc::new(Pipeline::new(config).await?);
 
     // Warm-up: instances started, connections open.
-    run_jobs(&pipeline, &images.url, args.concurrency, args.concurrency).await?;
+    run_jobs(
+        &pipeline,
+        &functions.image_url,
+        args.concurrency,
+        args.concurrency,
+    )
+    .await?;
     let cpu_before = cpu_time()?;
     let started = Instant::now();
-    run_jobs(&pipeline, &images.url, args.jobs, args.concurrency).await?;
+    run_jobs(&pipeline, &functions.image_url, args.jobs, args.concurrency).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time()? - cpu_before;
 
@@ -119,20 +126,25 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
 }
 
 async fn run_jobs(
-    pipeline: &Pipeline,
+    pipeline: &Arc<Pipeline>,
     url: &str,
     jobs: usize,
     concurrency: usize,
 ) -> anyhow::Result<()> {
-    let failures = futures::stream::iter(0..jobs)
-        .map(|i| async move {
+    let docs = futures::stream::iter(0..jobs)
+        .map(|i| {
+            let pipeline = Arc::clone(pipeline);
             let job = Job::new(format!("bench-{i}"), url);
-            pipeline.process(&job).await
+            tokio::spawn(async move { pipeline.process(&job).await })
         })
         .buffer_unordered(concurrency)
-        .filter(|doc| std::future::ready(doc.status != Status::Ok))
         .collect::<Vec<_>>()
         .await;
+    let failures = docs
+        .into_iter()
+        .map(|doc| doc.context("a job's task panicked"))
+        .filter(|doc| doc.as_ref().map_or(true, |doc| doc.status != Status::Ok))
+        .collect::<anyhow::Result<Vec<_>>>()?;
     if let Some(doc) = failures.first() {
         bail!(
             "{} of {jobs} jobs did not succeed; the first: {:?}",
@@ -143,10 +155,11 @@ async fn run_jobs(
     Ok(())
 }
 
-/// The child process serving the sleeping functions.
+/// The child process serving the sleeping functions and the image.
 struct FunctionsProcess {
     child: std::process::Child,
     url: String,
+    image_url: String,
 }
 
 impl FunctionsProcess {
@@ -169,12 +182,20 @@ impl FunctionsProcess {
         let stdout = child.stdout.take().context("the child's stdout")?;
         let mut line = String::new();
         BufReader::new(stdout).read_line(&mut line)?;
-        let url = line.trim().to_owned();
-        if !url.starts_with("http://") {
+        let Some((url, image_url)) = line
+            .trim()
+            .split_once(' ')
+            .filter(|(url, _)| url.starts_with("http://"))
+        else {
             let _ = child.kill();
+            let _ = child.wait();
             bail!("the functions' process did not start: {line:?}");
-        }
-        Ok(Self { child, url })
+        };
+        Ok(Self {
+            url: url.to_owned(),
+            image_url: image_url.to_owned(),
+            child,
+        })
     }
 }
 
@@ -185,7 +206,8 @@ impl Drop for FunctionsProcess {
     }
 }
 
-/// In the child: a local Lambda of sleeping functions, until killed.
+/// In the child: a local Lambda of sleeping functions and the image
+/// server, until killed.
 async fn serve(args: &PipelineBenchArgs) -> anyhow::Result<()> {
     let latency = Duration::from_millis(args.latency_ms);
     let functions: [(&str, Arc<dyn InProcessFunction>); 3] = [
@@ -208,7 +230,8 @@ async fn serve(args: &PipelineBenchArgs) -> anyhow::Result<()> {
         ..LocalConfig::default()
     };
     let lambda = LocalLambda::start(config, 0).await?;
-    println!("{}", lambda.endpoint_url());
+    let images = ImageServer::start().await?;
+    println!("{} {}", lambda.endpoint_url(), images.url);
     std::future::pending::<()>().await;
     Ok(())
 }

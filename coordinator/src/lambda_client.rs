@@ -3,8 +3,12 @@
 //! endpoint, fixed dummy credentials for the local Lambda. The SDK's own
 //! retries are off: [`crate::caller`] owns retrying, with its classifier,
 //! budget and breaker, and two stacked retry loops would multiply attempts.
+//! Its stalled-stream protection is off too: every attempt has its own
+//! timeout ([`crate::invoke`]), and the protection's per-poll bookkeeping
+//! showed in the coordinator's profile.
 
 use aws_sdk_lambda::Client;
+use aws_sdk_lambda::config::StalledStreamProtectionConfig;
 use aws_sdk_lambda::config::retry::RetryConfig;
 use aws_sdk_lambda::config::{BehaviorVersion, Credentials, Region};
 
@@ -15,8 +19,9 @@ pub const LOCAL_REGION: &str = "us-east-1";
 
 /// The client `config` describes.
 pub async fn from_config(config: &LambdaConfig) -> Client {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).retry_config(RetryConfig::disabled());
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .retry_config(RetryConfig::disabled())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled());
     if let Some(endpoint_url) = &config.endpoint_url {
         loader = loader.endpoint_url(endpoint_url);
     }
@@ -39,6 +44,7 @@ pub fn local(endpoint_url: &str) -> Client {
         .endpoint_url(endpoint_url)
         .credentials_provider(local_credentials())
         .retry_config(RetryConfig::disabled())
+        .stalled_stream_protection(StalledStreamProtectionConfig::disabled())
         .build();
     Client::from_conf(config)
 }
