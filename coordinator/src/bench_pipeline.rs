@@ -54,13 +54,13 @@ pub struct PipelineBenchArgs {
 }
 
 /// Function latencies per job: the crop, then the classifiers at once.
-const SEQUENTIAL_CALLS: f64 = 2.0;
+pub(crate) const SEQUENTIAL_CALLS: f64 = 2.0;
 
 pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     if args.serve_functions {
         return serve(&args).await;
     }
-    let functions = FunctionsProcess::start(&args)?;
+    let functions = FunctionsProcess::start(args.latency_ms, args.faces, args.concurrency)?;
 
     let mut config = Config::default();
     config.lambda.endpoint_url = Some(functions.url.clone());
@@ -156,25 +156,29 @@ async fn run_jobs(
 }
 
 /// The child process serving the sleeping functions and the image.
-struct FunctionsProcess {
+pub(crate) struct FunctionsProcess {
     child: std::process::Child,
-    url: String,
-    image_url: String,
+    /// The local Lambda's endpoint.
+    pub url: String,
+    /// The one image every job fetches.
+    pub image_url: String,
 }
 
 impl FunctionsProcess {
-    fn start(args: &PipelineBenchArgs) -> anyhow::Result<Self> {
+    /// Functions of `latency_ms`, the crop finding `faces`, with room for
+    /// `concurrency` jobs in flight.
+    pub fn start(latency_ms: u64, faces: usize, concurrency: usize) -> anyhow::Result<Self> {
         let mut child = Command::new(std::env::current_exe()?)
             .args([
                 "bench",
                 "pipeline",
                 "--serve-functions",
                 "--latency-ms",
-                &args.latency_ms.to_string(),
+                &latency_ms.to_string(),
                 "--faces",
-                &args.faces.to_string(),
+                &faces.to_string(),
                 "--concurrency",
-                &args.concurrency.to_string(),
+                &concurrency.to_string(),
             ])
             .stdout(Stdio::piped())
             .spawn()
@@ -410,7 +414,7 @@ fn tiny_jpeg() -> anyhow::Result<axum::body::Bytes> {
 }
 
 /// User + system CPU time of this process.
-fn cpu_time() -> anyhow::Result<Duration> {
+pub(crate) fn cpu_time() -> anyhow::Result<Duration> {
     // /proc/self/stat fields 14 and 15: utime and stime in clock ticks.
     let stat = std::fs::read_to_string("/proc/self/stat")?;
     let after_name = stat

@@ -21,6 +21,8 @@ pub const ENV_PREFIX: &str = "LAMBDEX";
 pub const ENV_SEPARATOR: &str = "__";
 /// Settings whose override is a comma-separated list.
 const ENV_LISTS: [&str; 1] = ["fetch.allow"];
+/// What a shown password reads as.
+const REDACTED: &str = "REDACTED";
 
 /// Everything the pipeline needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -33,6 +35,8 @@ pub struct Config {
     pub breaker: BreakerConfig,
     pub pipeline: PipelineConfig,
     pub cost: CostConfig,
+    pub queue: QueueConfig,
+    pub elasticsearch: ElasticsearchConfig,
     /// The face-crop function.
     pub face_crop: FunctionConfig,
     /// The classifier models every face goes through, by name; a model's
@@ -50,6 +54,8 @@ impl Default for Config {
             breaker: BreakerConfig::default(),
             pipeline: PipelineConfig::default(),
             cost: CostConfig::default(),
+            queue: QueueConfig::default(),
+            elasticsearch: ElasticsearchConfig::default(),
             face_crop: FunctionConfig::named("face-crop"),
             models: ["age", "gender"]
                 .into_iter()
@@ -253,6 +259,149 @@ impl Default for CostConfig {
     }
 }
 
+/// RabbitMQ: where the jobs come from, and what the worker does with a
+/// job that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The broker (`amqp://` or `amqps://`, user and password included).
+    pub url: String,
+    /// Prefix of every exchange and queue name (see [`crate::topology`]).
+    pub prefix: String,
+    /// Quorum queues for the jobs and the dead letters (replicated,
+    /// poison-message safe); `false` declares classic durable queues, for a
+    /// broker without quorum queues.
+    pub quorum: bool,
+    /// Deliveries a worker holds unacknowledged per lane (basic.qos): its
+    /// jobs in flight, and the bound on its memory.
+    pub prefetch: u16,
+    /// Trips a job whose failure may pass makes through the retry queues
+    /// before it is dead-lettered.
+    pub requeue_attempts: u32,
+    /// The delay before the first trip…
+    #[serde(with = "humantime_serde")]
+    pub requeue_first_delay: Duration,
+    /// …multiplied by this for each later one.
+    pub requeue_multiplier: u32,
+    /// Reconnection backoff after the connection or a channel is lost.
+    #[serde(with = "humantime_serde")]
+    pub reconnect_min_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub reconnect_max_delay: Duration,
+    /// On SIGTERM/SIGINT, how long in-flight jobs may take to finish; the
+    /// rest are left unacknowledged, so the broker hands them to another
+    /// worker.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_deadline: Duration,
+    /// Publishes `lambdex enqueue` keeps awaiting confirmation at once.
+    pub publish_window: usize,
+}
+
+impl Default for QueueConfig {
+    fn default() -> Self {
+        Self {
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            prefix: "lambdex".to_owned(),
+            quorum: true,
+            prefetch: 64,
+            requeue_attempts: 3,
+            requeue_first_delay: Duration::from_secs(10),
+            requeue_multiplier: 6,
+            reconnect_min_delay: Duration::from_millis(500),
+            reconnect_max_delay: Duration::from_secs(30),
+            shutdown_deadline: Duration::from_secs(30),
+            publish_window: 1000,
+        }
+    }
+}
+
+impl QueueConfig {
+    /// Delays between attempts at reaching a service that is down.
+    pub fn reconnect_delays(&self) -> impl Iterator<Item = Duration> + use<> {
+        use backon::BackoffBuilder as _;
+        backon::ExponentialBuilder::default()
+            .with_min_delay(self.reconnect_min_delay)
+            .with_max_delay(self.reconnect_max_delay)
+            .without_max_times()
+            .with_jitter()
+            .build()
+    }
+
+    /// The delay of each trip through the retry queues, in order.
+    pub fn requeue_delays(&self) -> Vec<Duration> {
+        (0..self.requeue_attempts)
+            .map(|trip| {
+                self.requeue_first_delay
+                    .saturating_mul(self.requeue_multiplier.saturating_pow(trip))
+            })
+            .collect()
+    }
+}
+
+/// Elasticsearch: where the documents go.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ElasticsearchConfig {
+    /// The cluster's URL (one node or a load balancer in front of it).
+    pub url: String,
+    /// The index (or write alias) documents go to; the index template
+    /// lambdex installs matches this name.
+    pub index: String,
+    /// Install the index template at start (needs the `manage_index_templates`
+    /// privilege; turn off when the template is deployed from `infra/`).
+    pub install_template: bool,
+    /// Basic authentication, when set (best from `LAMBDEX__ELASTICSEARCH__PASSWORD`).
+    pub username: Option<String>,
+    #[serde(skip_serializing)]
+    pub password: Option<String>,
+    /// An encoded API key (the `encoded` value Elasticsearch returns),
+    /// instead of a user and password.
+    #[serde(skip_serializing)]
+    pub api_key: Option<String>,
+    /// Timeout of one request.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+    /// A bulk request is sent when it holds this many documents…
+    pub bulk_max_docs: usize,
+    /// …or this many bytes of documents…
+    pub bulk_max_bytes: usize,
+    /// …or when its first document has waited this long. Short: a worker
+    /// holds only `queue.prefetch` jobs, so every millisecond a document
+    /// waits here is taken from its throughput.
+    #[serde(with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Bulk requests in flight at once (a cluster indexes them in
+    /// parallel; more than a few per worker only queues on its side).
+    pub bulk_concurrency: usize,
+    /// Backoff between attempts at a bulk request or at the documents it
+    /// could not take yet (429, 5xx, the cluster down); it is retried until
+    /// it succeeds: no job is acknowledged before its document is stored.
+    #[serde(with = "humantime_serde")]
+    pub retry_min_delay: Duration,
+    #[serde(with = "humantime_serde")]
+    pub retry_max_delay: Duration,
+}
+
+impl Default for ElasticsearchConfig {
+    fn default() -> Self {
+        Self {
+            url: "http://127.0.0.1:9200".to_owned(),
+            index: "lambdex-docs".to_owned(),
+            install_template: true,
+            username: None,
+            password: None,
+            api_key: None,
+            request_timeout: Duration::from_secs(30),
+            bulk_max_docs: 500,
+            bulk_max_bytes: 5 * 1024 * 1024,
+            flush_interval: Duration::from_millis(50),
+            bulk_concurrency: 4,
+            retry_min_delay: Duration::from_millis(200),
+            retry_max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Crops per classify call by default: one call for most images, and well
 /// under Lambda's 6 MB payload (a 96 px JPEG crop is a few KB).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -421,6 +570,35 @@ impl Config {
                     .into(),
             );
         }
+        if self.queue.prefetch == 0 || self.queue.publish_window == 0 {
+            return invalid("queue.prefetch and queue.publish_window must be at least 1".into());
+        }
+        if self.queue.prefix.trim().is_empty() || self.elasticsearch.index.trim().is_empty() {
+            return invalid("queue.prefix and elasticsearch.index must not be empty".into());
+        }
+        if self.queue.requeue_attempts > 0 && self.queue.requeue_first_delay.is_zero() {
+            return invalid("queue.requeue_first_delay must be more than 0".into());
+        }
+        if self.queue.reconnect_min_delay > self.queue.reconnect_max_delay
+            || self.elasticsearch.retry_min_delay > self.elasticsearch.retry_max_delay
+        {
+            return invalid(
+                "queue.reconnect_min_delay / elasticsearch.retry_min_delay is over its max_delay"
+                    .into(),
+            );
+        }
+        if self.elasticsearch.bulk_max_docs == 0
+            || self.elasticsearch.bulk_max_bytes == 0
+            || self.elasticsearch.bulk_concurrency == 0
+        {
+            return invalid(
+                "elasticsearch.bulk_max_docs, bulk_max_bytes and bulk_concurrency must be at least 1"
+                    .into(),
+            );
+        }
+        if self.elasticsearch.password.is_some() && self.elasticsearch.username.is_none() {
+            return invalid("elasticsearch.password is set without elasticsearch.username".into());
+        }
         if self.fetch.timeout.is_zero() || self.fetch.connect_timeout.is_zero() {
             return invalid("fetch.timeout and fetch.connect_timeout must be more than 0".into());
         }
@@ -430,6 +608,20 @@ impl Config {
     /// The effective settings as TOML.
     pub fn to_toml(&self) -> String {
         toml::to_string(self).expect("the settings are plain TOML values")
+    }
+
+    /// The settings to show a person: as [`Self::to_toml`], with the
+    /// broker's password masked (the Elasticsearch secrets are never
+    /// serialized at all).
+    pub fn to_redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        if let Ok(mut url) = url::Url::parse(&shown.queue.url)
+            && url.password().is_some()
+            && url.set_password(Some(REDACTED)).is_ok()
+        {
+            shown.queue.url = url.to_string();
+        }
+        shown.to_toml()
     }
 }
 
@@ -444,6 +636,24 @@ mod tests {
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
                 .collect(),
         )
+    }
+
+    #[test]
+    fn the_shown_settings_hide_the_brokers_password() {
+        let config = Config::load_with(
+            None,
+            env(&[(
+                "LAMBDEX__QUEUE__URL",
+                "amqps://worker:s3cret@mq.example.com/prod",
+            )]),
+        )
+        .expect("valid");
+        let shown = config.to_redacted_toml();
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("amqps://worker:REDACTED@mq.example.com/prod"),
+            "{shown}"
+        );
     }
 
     #[test]

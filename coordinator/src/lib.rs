@@ -14,19 +14,28 @@
 //! - [`fanout`]: every model over the crops, in batches, all at once;
 //! - [`aggregate`]: the answers joined into a [`lambdex_proto::PredictionDoc`],
 //!   with the [`billing`] of its invocations.
+//!
+//! Around it, the queue worker: [`worker`] consumes jobs from RabbitMQ
+//! (over [`amqp`], on the queues [`topology`] declares), runs the pipeline,
+//! and writes each document through the Elasticsearch [`sink`];
+//! [`enqueue`] publishes jobs.
+//!
 //! - [`input`]: images named on the command line; [`render`]: documents
 //!   printed for people.
 //!
 //! [`bench`] measures the models and functions, [`bench_pipeline`] the
-//! coordinator itself.
+//! coordinator itself, [`bench_worker`] the queue path end to end.
 
 pub mod aggregate;
+pub mod amqp;
 pub mod bench;
 pub mod bench_pipeline;
+pub mod bench_worker;
 pub mod billing;
 pub mod breaker;
 pub mod caller;
 pub mod config;
+pub mod enqueue;
 pub mod fanout;
 pub mod fetch;
 pub mod input;
@@ -36,4 +45,7 @@ pub mod pipeline;
 pub mod prepare;
 pub mod render;
 pub mod retry;
+pub mod sink;
 pub mod ssrf;
+pub mod topology;
+pub mod worker;

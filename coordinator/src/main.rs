@@ -9,9 +9,13 @@ use clap::{Parser, Subcommand};
 use futures::StreamExt as _;
 use lambdex::aggregate::{self, Timings};
 use lambdex::config::{self, Config};
+use lambdex::enqueue::{self, EnqueueArgs};
 use lambdex::input::Input;
 use lambdex::pipeline::Pipeline;
-use lambdex::{bench, bench_pipeline, lambda_client, render};
+use lambdex::sink::{self, Sink};
+use lambdex::topology::Topology;
+use lambdex::worker::Worker;
+use lambdex::{bench, bench_pipeline, bench_worker, lambda_client, render};
 use lambdex_lambdas::local::{LocalConfig, LocalLambda};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
@@ -30,6 +34,14 @@ enum Command {
     /// in-process, called through the Lambda Invoke API; with --remote,
     /// the functions of the configured endpoint).
     Predict(PredictArgs),
+    /// Consume jobs from RabbitMQ, label them and store the documents in
+    /// Elasticsearch, until SIGTERM or Ctrl-C.
+    Worker(ConfigArgs),
+    /// Publish jobs for the workers: image URLs, or a file of them.
+    Enqueue(EnqueueCommandArgs),
+    /// Print the deployment definitions derived from the settings.
+    #[command(subcommand)]
+    Definitions(DefinitionsCommand),
     /// The coordinator's settings.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -52,6 +64,22 @@ enum ConfigCommand {
     /// Validate the settings and print the effective values (defaults, the
     /// file, then `LAMBDEX__…` variables) as TOML.
     Check(ConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum DefinitionsCommand {
+    /// The exchanges, queues and bindings, as RabbitMQ definitions JSON.
+    Rabbitmq(ConfigArgs),
+    /// The index template for `elasticsearch.index`, as JSON.
+    Elasticsearch(ConfigArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct EnqueueCommandArgs {
+    #[command(flatten)]
+    jobs: EnqueueArgs,
+    #[command(flatten)]
+    config: ConfigArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -133,6 +161,9 @@ enum BenchCommand {
     /// The coordinator's throughput, CPU and memory against functions of a
     /// fixed latency.
     Pipeline(bench_pipeline::PipelineBenchArgs),
+    /// Jobs/s through RabbitMQ, the pipeline and Elasticsearch, and the
+    /// worker's CPU per job, against the pipeline bench's bound.
+    Worker(bench_worker::WorkerBenchArgs),
 }
 
 fn default_concurrency() -> usize {
@@ -169,9 +200,27 @@ fn main() -> ExitCode {
             Command::Predict(args) => predict(args).await,
             Command::LocalLambda(args) => local_lambda(args).await.map(|()| ExitCode::SUCCESS),
             Command::Function { .. } => unreachable!("handled above"),
+            Command::Worker(args) => worker(args.load()?).await.map(|()| ExitCode::SUCCESS),
+            Command::Enqueue(args) => {
+                let config = args.config.load()?;
+                let jobs =
+                    enqueue::jobs_of(&args.jobs).map_err(|error| UsageError(error.to_string()))?;
+                enqueue::publish(&config, jobs).await?;
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Definitions(DefinitionsCommand::Rabbitmq(args)) => {
+                let config = args.load()?;
+                println!("{:#}", Topology::new(&config.queue).definitions());
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Definitions(DefinitionsCommand::Elasticsearch(args)) => {
+                let config = args.load()?;
+                println!("{:#}", sink::index_template(&config.elasticsearch));
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Config(ConfigCommand::Check(args)) => {
                 let config = args.load()?;
-                print!("{}", config.to_toml());
+                print!("{}", config.to_redacted_toml());
                 eprintln!("lambdex: the configuration is valid");
                 Ok(ExitCode::SUCCESS)
             }
@@ -180,6 +229,9 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Pipeline(args)) => {
                 bench_pipeline::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Worker(args)) => {
+                bench_worker::run(args).await.map(|()| ExitCode::SUCCESS)
             }
         }
     });
@@ -214,6 +266,43 @@ fn run_function(function: FunctionBinary) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `lambdex worker`: the pipeline, the sink and the consumer, until a
+/// signal; then in-flight jobs finish (within `queue.shutdown_deadline`)
+/// and their documents are flushed before the connection closes.
+async fn worker(config: Config) -> anyhow::Result<()> {
+    let pipeline = std::sync::Arc::new(Pipeline::new(config.clone()).await?);
+    if config.elasticsearch.install_template {
+        let client = sink::client(&config.elasticsearch)?;
+        // Elasticsearch may still be starting: wait for it, as for RabbitMQ.
+        let mut delays = config.queue.reconnect_delays();
+        loop {
+            match sink::install_template(&client, &config.elasticsearch).await {
+                Ok(()) => break,
+                Err(sink::SinkError::Client(error)) => {
+                    let delay = delays.next().unwrap_or(config.queue.reconnect_max_delay);
+                    tracing::warn!(%error, ?delay, "cannot reach Elasticsearch; retrying");
+                    tokio::time::sleep(delay).await;
+                }
+                Err(error) => return Err(error).context("installing the index template"),
+            }
+        }
+    }
+    let (sink, sink_task) = Sink::start(&config.elasticsearch)?;
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            tracing::info!("signal received: finishing in-flight jobs");
+            shutdown.cancel();
+        }
+    });
+    Worker::new(config, pipeline, sink).run(shutdown).await?;
+    // Every job has its answer from the sink; let its task end.
+    sink_task.await.context("the Elasticsearch sink")?;
+    Ok(())
 }
 
 fn models_dir(arg: Option<PathBuf>) -> anyhow::Result<PathBuf> {

@@ -3,8 +3,10 @@
 //! side, recompressed, grayscale, EXIF-rotated).
 //!
 //! The cross-crate tests live in `tests/tests/`; this library only makes
-//! their inputs, and depends on nothing of lambdex's, so every crate's tests
-//! can use it.
+//! their inputs and starts the services they need ([`services`]), and
+//! depends on nothing of lambdex's, so every crate's tests can use it.
+
+pub mod services;
 
 use std::io::Cursor;
 use std::path::PathBuf;

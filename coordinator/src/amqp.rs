@@ -1,0 +1,104 @@
+//! Connecting to RabbitMQ on tokio, and publishing with confirms.
+
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::publisher_confirm::Confirmation;
+use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+/// AMQP persistent delivery mode.
+const PERSISTENT: u8 = 2;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AmqpError {
+    #[error("RabbitMQ: {0}")]
+    Lapin(#[from] lapin::Error),
+    #[error("RabbitMQ did not confirm the publish to {0:?} (nack)")]
+    Nacked(String),
+    #[error("RabbitMQ could not route the publish to {0:?}: is the topology declared?")]
+    Unroutable(String),
+}
+
+/// A connection driven by tokio, named for the broker's connection list.
+pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
+    let properties = ConnectionProperties::default()
+        .with_executor(tokio_executor_trait::Tokio::current())
+        .with_reactor(tokio_reactor_trait::Tokio::current())
+        .with_connection_name(LongString::from(name));
+    Ok(Connection::connect(url, properties).await?)
+}
+
+/// A channel whose every publish is confirmed by the broker.
+pub async fn confirmed_channel(connection: &Connection) -> Result<Channel, AmqpError> {
+    let channel = connection.create_channel().await?;
+    channel
+        .confirm_select(ConfirmSelectOptions::default())
+        .await?;
+    Ok(channel)
+}
+
+/// Publishes a persistent JSON message and waits for the broker's
+/// confirmation; a message no queue takes is an error (mandatory).
+pub async fn publish(
+    channel: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    headers: FieldTable,
+) -> Result<(), AmqpError> {
+    let destination = || format!("{exchange}/{routing_key}");
+    let confirmation = channel
+        .basic_publish(
+            exchange,
+            routing_key,
+            BasicPublishOptions {
+                mandatory: true,
+                ..BasicPublishOptions::default()
+            },
+            payload,
+            BasicProperties::default()
+                .with_delivery_mode(PERSISTENT)
+                .with_content_type(ShortString::from("application/json"))
+                .with_headers(headers),
+        )
+        .await?
+        .await?;
+    match confirmation {
+        Confirmation::Ack(None) | Confirmation::NotRequested => Ok(()),
+        Confirmation::Ack(Some(_)) => Err(AmqpError::Unroutable(destination())),
+        Confirmation::Nack(_) => Err(AmqpError::Nacked(destination())),
+    }
+}
+
+/// A header's value as text, if it is there.
+pub fn header_text(headers: Option<&FieldTable>, key: &str) -> Option<String> {
+    match headers?.inner().get(key)? {
+        AMQPValue::LongString(text) => Some(text.to_string()),
+        AMQPValue::ShortString(text) => Some(text.to_string()),
+        _ => None,
+    }
+}
+
+/// A header's value as a number, if it is there.
+pub fn header_number(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
+    match headers?.inner().get(key)? {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        AMQPValue::LongUInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortInt(n) => Some(i64::from(*n)),
+        AMQPValue::ShortShortInt(n) => Some(i64::from(*n)),
+        _ => None,
+    }
+}
+
+/// Sets a text header.
+pub fn set_text(headers: &mut FieldTable, key: &str, value: &str) {
+    headers.insert(
+        ShortString::from(key),
+        AMQPValue::LongString(LongString::from(value)),
+    );
+}
+
+/// Sets a number header.
+pub fn set_number(headers: &mut FieldTable, key: &str, value: i64) {
+    headers.insert(ShortString::from(key), AMQPValue::LongLongInt(value));
+}

@@ -1,0 +1,228 @@
+//! The services the queue and sink tests need, started by the tests
+//! themselves: RabbitMQ (the machine's; started if it is stopped) and two
+//! Elasticsearch-API servers, installed from PyPI into the git-ignored
+//! `.services/` folder at the workspace root on first use and run on free
+//! ports — `noida-db` (Elasticsearch 8 API) and `osmem-server` (OpenSearch
+//! API). A service that cannot be had fails the test loudly; nothing skips.
+
+use std::io::{Read as _, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// The pinned versions (the wheels bundle the servers' binaries).
+const NOIDA_DB: &str = "noida-db==0.2.3";
+const OSMEM_SERVER: &str = "osmem-server==0.1.6";
+
+/// How long a service may take to answer after it starts.
+const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a server may take to exit after SIGTERM.
+const STOP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// RabbitMQ's AMQP address on this machine.
+pub const RABBITMQ_ADDRESS: &str = "127.0.0.1:5672";
+/// Its URL, with the default user.
+pub const RABBITMQ_URL: &str = "amqp://guest:guest@127.0.0.1:5672/%2f";
+
+/// Makes sure RabbitMQ answers, starting it (`rabbitmq-server -detached`)
+/// if it does not; panics with what to do when it cannot.
+pub fn ensure_rabbitmq() {
+    static STARTED: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = STARTED
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if TcpStream::connect(RABBITMQ_ADDRESS).is_ok() {
+        return;
+    }
+    let started = Command::new("rabbitmq-server").arg("-detached").status();
+    assert!(
+        matches!(started, Ok(status) if status.success()),
+        "RabbitMQ is not running on {RABBITMQ_ADDRESS} and `rabbitmq-server -detached` failed: {started:?}; \
+         install RabbitMQ or start it"
+    );
+    wait_for("RabbitMQ", || TcpStream::connect(RABBITMQ_ADDRESS).is_ok());
+}
+
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let started = Instant::now();
+    while !ready() {
+        assert!(
+            started.elapsed() < START_TIMEOUT,
+            "{what} did not answer within {START_TIMEOUT:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `.services/` at the workspace root.
+fn services_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services")
+}
+
+/// The Python packages' folder, installed on first use: into a folder of
+/// its own, then renamed into place, so concurrent first uses are safe.
+fn python_dir() -> PathBuf {
+    static INSTALL: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALL
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    let target = services_dir().join("python");
+    if target.join("osmem_server").exists() && target.join("noida_db").exists() {
+        return target;
+    }
+    let staging = services_dir().join(format!("python-{}", std::process::id()));
+    let output = Command::new("python3")
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--target")
+        .arg(&staging)
+        .args([NOIDA_DB, OSMEM_SERVER])
+        .output()
+        .expect("python3 runs (needed to install noida-db and osmem-server from PyPI)");
+    assert!(
+        output.status.success(),
+        "pip could not install {NOIDA_DB} and {OSMEM_SERVER}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if std::fs::rename(&staging, &target).is_err() {
+        // Another process installed it first.
+        let _ = std::fs::remove_dir_all(&staging);
+    }
+    target
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
+
+/// Which Elasticsearch-API server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Elastic {
+    /// noida-db: the Elasticsearch 8 API; keeps its data across restarts.
+    Noida,
+    /// osmem-server: the OpenSearch API, in memory.
+    Osmem,
+}
+
+/// A running Elasticsearch-API server; killed when dropped.
+#[derive(Debug)]
+pub struct ElasticServer {
+    kind: Elastic,
+    port: u16,
+    data: tempfile::TempDir,
+    child: Option<Child>,
+}
+
+impl ElasticServer {
+    pub fn start(kind: Elastic) -> Self {
+        let mut server = Self {
+            kind,
+            port: free_port(),
+            data: tempfile::tempdir().expect("a temporary folder"),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// Stops the server (an outage): SIGTERM, so noida-db writes its data
+    /// out, then SIGKILL after [`STOP_TIMEOUT`]; [`Self::restart`] brings
+    /// it back on the same port with the same data (noida-db).
+    pub fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let _ = Command::new("kill")
+            .args(["-TERM", &child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while started.elapsed() < STOP_TIMEOUT {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let python = python_dir();
+        let mut command = match self.kind {
+            Elastic::Noida => {
+                let mut command = Command::new(python.join("noida_db/noida-db"));
+                command
+                    .args(["start", "--only", "elasticsearch", "--host", "127.0.0.1"])
+                    .arg("--elasticsearch-port")
+                    .arg(self.port.to_string())
+                    .arg("--data-dir")
+                    .arg(self.data.path());
+                command
+            }
+            Elastic::Osmem => {
+                let mut command = Command::new(python.join("osmem_server/bin/osmem-server"));
+                command
+                    .args(["-no-ja", "-no-stdin-watch", "-addr"])
+                    .arg(format!("127.0.0.1:{}", self.port));
+                command
+            }
+        };
+        let log = std::fs::File::create(self.data.path().join("server.log")).expect("a log file");
+        let child = command
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("a log file"))
+            .stderr(log)
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start {:?}: {error}", self.kind));
+        self.child = Some(child);
+        let address = format!("127.0.0.1:{}", self.port);
+        wait_for(&format!("{:?} on {address}", self.kind), || {
+            http_get_status(&address, "/") == Some(200)
+        });
+    }
+
+    /// What the server wrote, for failure messages.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data.path().join("server.log")).unwrap_or_default()
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.data.path()
+    }
+}
+
+impl Drop for ElasticServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// The status of a plain GET, or `None` when nothing answers.
+fn http_get_status(address: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(address).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
