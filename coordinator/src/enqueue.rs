@@ -34,9 +34,6 @@ pub struct EnqueueArgs {
     /// Metadata for URL jobs, copied into their documents (repeatable).
     #[arg(long = "meta", value_name = "KEY=VALUE", value_parser = parse_meta)]
     metadata: Vec<(String, String)>,
-    /// The settings file (as `lambdex worker`'s).
-    #[arg(long, env = "LAMBDEX_CONFIG")]
-    config: Option<PathBuf>,
 }
 
 fn parse_meta(pair: &str) -> Result<(String, String), String> {
@@ -47,8 +44,9 @@ fn parse_meta(pair: &str) -> Result<(String, String), String> {
 
 #[derive(Debug, thiserror::Error)]
 pub enum EnqueueError {
-    #[error("line {line}: {reason}")]
-    BadLine { line: usize, reason: String },
+    /// `at` is "argument N" or "FILE line N".
+    #[error("{at}: {reason}")]
+    BadJob { at: String, reason: String },
     #[error("nothing to enqueue: give URLs or --file")]
     Nothing,
     #[error("cannot read {0}: {1}")]
@@ -67,24 +65,29 @@ pub fn job_id_of(url: &str) -> String {
 /// The jobs the arguments describe, validated, before anything is sent.
 pub fn jobs_of(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
     let metadata: BTreeMap<String, String> = args.metadata.iter().cloned().collect();
-    let url_job = |url: &str, line: usize| {
+    let url_job = |url: &str, at: String| {
         let mut job = Job::new(job_id_of(url), url);
         job.priority = args.priority;
         job.metadata.clone_from(&metadata);
         job.validate()
             .map(|()| job)
-            .map_err(|error| EnqueueError::BadLine {
-                line,
+            .map_err(|error| EnqueueError::BadJob {
+                at,
                 reason: error.to_string(),
             })
     };
     let mut jobs = Vec::new();
     for (i, url) in args.urls.iter().enumerate() {
-        jobs.push(url_job(url, i + 1)?);
+        jobs.push(url_job(url, format!("argument {}", i + 1))?);
     }
     if let Some(file) = &args.file {
-        let name = file.display().to_string();
-        let reader: Box<dyn std::io::BufRead> = if name == "-" {
+        let stdin = file.as_os_str() == "-";
+        let name = if stdin {
+            "stdin".to_owned()
+        } else {
+            file.display().to_string()
+        };
+        let reader: Box<dyn std::io::BufRead> = if stdin {
             Box::new(std::io::stdin().lock())
         } else {
             let opened = std::fs::File::open(file)
@@ -98,12 +101,12 @@ pub fn jobs_of(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
                 continue;
             }
             let job = if text.starts_with('{') {
-                Job::from_slice(text.as_bytes()).map_err(|error| EnqueueError::BadLine {
-                    line: i + 1,
+                Job::from_slice(text.as_bytes()).map_err(|error| EnqueueError::BadJob {
+                    at: format!("{name} line {}", i + 1),
                     reason: error.to_string(),
                 })?
             } else {
-                url_job(text, i + 1)?
+                url_job(text, format!("{name} line {}", i + 1))?
             };
             jobs.push(job);
         }
@@ -151,4 +154,66 @@ pub async fn publish(config: &Config, jobs: Vec<Job>) -> Result<(), AmqpError> {
     drop(published);
     connection.close(200, "done").await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn args(urls: &[&str], file: Option<PathBuf>) -> EnqueueArgs {
+        EnqueueArgs {
+            urls: urls.iter().map(|url| (*url).to_owned()).collect(),
+            file,
+            priority: 3,
+            metadata: vec![("owner_id".to_owned(), "4411".to_owned())],
+        }
+    }
+
+    #[test]
+    fn urls_and_lines_become_jobs_with_stable_ids() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("jobs.txt");
+        let own = r#"{"schema_version": 1, "job_id": "mine", "image_url": "https://a.example/2.jpg", "submitted_at": "2026-11-28T09:00:00Z"}"#;
+        std::fs::write(
+            &file,
+            format!("# a comment\n\nhttps://a.example/1.jpg\n{own}\n"),
+        )
+        .expect("written");
+        let jobs = jobs_of(&args(&["https://a.example/0.jpg"], Some(file))).expect("valid");
+        let ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
+        assert_eq!(
+            ids,
+            [
+                job_id_of("https://a.example/0.jpg").as_str(),
+                job_id_of("https://a.example/1.jpg").as_str(),
+                "mine"
+            ]
+        );
+        assert_eq!(ids[0].len(), 32);
+        assert_ne!(ids[0], ids[1]);
+        // URL jobs take the flags; a JSON job keeps its own fields.
+        assert_eq!(jobs[0].priority, 3);
+        assert_eq!(jobs[1].metadata["owner_id"], "4411");
+        assert_eq!(jobs[2].priority, 0);
+        assert!(jobs[2].metadata.is_empty());
+    }
+
+    #[test]
+    fn a_bad_url_or_line_is_named_and_nothing_is_an_error() {
+        let error = jobs_of(&args(
+            &["https://a.example/0.jpg", "file:///etc/passwd"],
+            None,
+        ))
+        .expect_err("not http");
+        assert!(error.to_string().starts_with("argument 2: "), "{error}");
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let file = dir.path().join("jobs.txt");
+        std::fs::write(&file, "https://a.example/1.jpg\n{\"job_id\": 1}\n").expect("written");
+        let error = jobs_of(&args(&[], Some(file))).expect_err("not a job");
+        assert!(error.to_string().contains("jobs.txt line 2: "), "{error}");
+        assert!(matches!(
+            jobs_of(&args(&[], None)),
+            Err(EnqueueError::Nothing)
+        ));
+    }
 }

@@ -430,3 +430,16 @@ async fn one_image(pipeline: &Pipeline, input: &Input, source: &str) -> Predicti
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::Cli;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        // Duplicate flags, bad defaults, conflicting names: clap's own checks.
+        Cli::command().debug_assert();
+    }
+}
