@@ -91,11 +91,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let throttled: u64 = stats.functions.values().map(|s| s.throttled).sum();
     let retries: u64 = stats.functions.values().map(|s| s.retries).sum();
 
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(vec!["measure", "value"]);
-    for (measure, value) in [
+    let table = measures_table([
         ("jobs", args.jobs.to_string()),
         ("jobs in flight (C)", args.concurrency.to_string()),
         ("function latency (L)", format!("{} ms", args.latency_ms)),
@@ -114,15 +110,25 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
             format!("{} MB", peak_memory_mb(std::process::id())),
         ),
         ("throttled / retries", format!("{throttled} / {retries}")),
-    ] {
-        table.add_row(vec![measure.to_owned(), value]);
-    }
+    ]);
     println!("{table}");
     println!(
         "targets: ≥ 95 % of the bound with 1,000 jobs in flight on ≤ 1 core; ≤ 200 µs CPU per job"
     );
     drop(functions);
     Ok(())
+}
+
+/// A two-column table of a bench's measures.
+pub(crate) fn measures_table<'a>(rows: impl IntoIterator<Item = (&'a str, String)>) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(UTF8_FULL_CONDENSED)
+        .set_header(vec!["measure", "value"]);
+    for (measure, value) in rows {
+        table.add_row(vec![measure.to_owned(), value]);
+    }
+    table
 }
 
 async fn run_jobs(

@@ -13,7 +13,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use elasticsearch::CountParts;
 use elasticsearch::indices::{
     IndicesDeleteIndexTemplateParts, IndicesDeleteParts, IndicesRefreshParts,
@@ -22,7 +21,7 @@ use lambdex_lambdas::local::instance::peak_memory_mb;
 use lambdex_proto::Job;
 use tokio_util::sync::CancellationToken;
 
-use crate::bench_pipeline::{FunctionsProcess, SEQUENTIAL_CALLS, cpu_time};
+use crate::bench_pipeline::{FunctionsProcess, SEQUENTIAL_CALLS, cpu_time, measures_table};
 use crate::config::{Config, Credentials};
 use crate::pipeline::Pipeline;
 use crate::sink::{self, Sink};
@@ -125,11 +124,7 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     let achieved = args.jobs as f64 / elapsed.as_secs_f64();
     let bound = f64::from(args.prefetch) / (SEQUENTIAL_CALLS * args.latency_ms as f64 / 1000.0);
     let cpu_us_per_job = cpu.as_secs_f64() * 1e6 / args.jobs as f64;
-    let mut table = Table::new();
-    table
-        .load_preset(UTF8_FULL_CONDENSED)
-        .set_header(vec!["measure", "value"]);
-    for (measure, value) in [
+    let table = measures_table([
         ("jobs", args.jobs.to_string()),
         ("published (confirmed)", format!("{publish_rate:.0} jobs/s")),
         ("jobs in flight (prefetch)", args.prefetch.to_string()),
@@ -155,9 +150,7 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
             format!("{} MB", peak_memory_mb(std::process::id())),
         ),
         ("documents in the index", stored_docs.to_string()),
-    ] {
-        table.add_row(vec![measure.to_owned(), value]);
-    }
+    ]);
     println!("{table}");
     println!(
         "the worker's CPU includes RabbitMQ (consume, ack) and the bulk writes; \
