@@ -90,6 +90,31 @@ pub fn header_number(headers: Option<&FieldTable>, key: &str) -> Option<i64> {
     }
 }
 
+/// A header's list of texts (empty if it is not there).
+pub fn header_texts(headers: Option<&FieldTable>, key: &str) -> Vec<String> {
+    let Some(AMQPValue::FieldArray(values)) = headers.and_then(|h| h.inner().get(key)) else {
+        return Vec::new();
+    };
+    values
+        .as_slice()
+        .iter()
+        .filter_map(|value| match value {
+            AMQPValue::LongString(text) => Some(text.to_string()),
+            AMQPValue::ShortString(text) => Some(text.to_string()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Sets a header to a list of texts.
+pub fn set_texts(headers: &mut FieldTable, key: &str, values: &[String]) {
+    let values: Vec<AMQPValue> = values
+        .iter()
+        .map(|value| AMQPValue::LongString(LongString::from(value.as_str())))
+        .collect();
+    headers.insert(ShortString::from(key), AMQPValue::FieldArray(values.into()));
+}
+
 /// Sets a text header.
 pub fn set_text(headers: &mut FieldTable, key: &str, value: &str) {
     headers.insert(

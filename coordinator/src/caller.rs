@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use aws_sdk_lambda::Client;
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
@@ -20,6 +21,7 @@ use crate::billing::Meter;
 use crate::breaker::{Admission, Breaker, Outcome};
 use crate::config::{BreakerConfig, FunctionConfig, RetryConfig};
 use crate::invoke::{InvokeError, invoke};
+use crate::metrics;
 use crate::retry::{RetryBudget, retrying};
 
 /// A function's typed answer and who gave it.
@@ -217,12 +219,14 @@ impl Caller {
                             Err(InvokeError::Throttled { .. }) => Outcome::Neutral,
                             Err(_) => Outcome::Success,
                         });
+                        metrics::breaker(&self.function, self.breaker.is_open());
                     }
                     result.map(|invoked| (function.to_owned(), invoked))
                 }
             },
             |error: &InvokeError, wait| {
                 self.counters.retries.fetch_add(1, Ordering::Relaxed);
+                metrics::retry(function);
                 tracing::info!(%error, function, ?wait, "Retrying invoke.");
             },
         )
@@ -245,15 +249,21 @@ impl Caller {
             rate.until_ready().await;
         }
         self.counters.attempts.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
         let result = invoke(
             &self.client,
             function,
             qualifier,
             payload.to_vec(),
             self.timeout,
-            |report| meter.record(function, report),
+            |report| {
+                metrics::billed(function, report.billed_duration_ms);
+                meter.record(function, report);
+            },
         )
         .await;
+        let class = result.as_ref().err().map(InvokeError::class);
+        metrics::invocation(function, started.elapsed(), class.as_deref());
         if let Err(InvokeError::Throttled { .. }) = &result {
             self.counters.throttled.fetch_add(1, Ordering::Relaxed);
         }

@@ -8,6 +8,7 @@
 //! `LAMBDEX_…` variables.)
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::path::Path;
 use std::time::Duration;
@@ -37,6 +38,8 @@ pub struct Config {
     pub cost: CostConfig,
     pub queue: QueueConfig,
     pub elasticsearch: ElasticsearchConfig,
+    pub admin: AdminConfig,
+    pub metrics: MetricsConfig,
     /// The face-crop function.
     pub face_crop: FunctionConfig,
     /// The classifier models every face goes through, by name; a model's
@@ -56,6 +59,8 @@ impl Default for Config {
             cost: CostConfig::default(),
             queue: QueueConfig::default(),
             elasticsearch: ElasticsearchConfig::default(),
+            admin: AdminConfig::default(),
+            metrics: MetricsConfig::default(),
             face_crop: FunctionConfig::named("face-crop"),
             models: ["age", "gender"]
                 .into_iter()
@@ -402,6 +407,66 @@ impl Default for ElasticsearchConfig {
     }
 }
 
+/// `lambdex admin`: the HTTP trigger for ad-hoc requests.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Where it listens.
+    pub listen: SocketAddr,
+    /// Who may call `/v1`: each a name (for logs and the rate limit) and
+    /// the SHA-256 of the token, in hex (`lambdex admin hash-token`). The
+    /// server refuses to start without one.
+    pub tokens: Vec<AdminToken>,
+    /// Requests per second per token…
+    pub rate_per_token: NonZeroU32,
+    /// …with bursts of up to this many.
+    pub burst_per_token: NonZeroU32,
+    /// Largest request body: an uploaded image, or a list of jobs.
+    pub max_body_bytes: usize,
+    /// Most URLs one `POST /v1/jobs` takes.
+    pub max_urls_per_request: usize,
+    /// How long `POST /v1/predictions` waits for the pipeline before 504.
+    #[serde(with = "humantime_serde")]
+    pub prediction_timeout: Duration,
+    /// How long each `/readyz` check may take.
+    #[serde(with = "humantime_serde")]
+    pub readiness_timeout: Duration,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            tokens: Vec::new(),
+            rate_per_token: NonZeroU32::new(10).expect("not zero"),
+            burst_per_token: NonZeroU32::new(20).expect("not zero"),
+            max_body_bytes: 20 * 1024 * 1024,
+            max_urls_per_request: 1000,
+            prediction_timeout: Duration::from_secs(60),
+            readiness_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// One admin token, stored hashed.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminToken {
+    pub name: String,
+    /// SHA-256 of the token, 64 hex digits.
+    pub sha256: String,
+}
+
+/// `/metrics` of `lambdex worker` (the admin trigger serves its own on
+/// `admin.listen`).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Where the worker serves `/metrics` and `/healthz` (unset: not
+    /// served; each worker on a host needs its own port).
+    pub listen: Option<SocketAddr>,
+}
+
 /// Crops per classify call by default: one call for most images, and well
 /// under Lambda's 6 MB payload (a 96 px JPEG crop is a few KB).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
@@ -599,6 +664,22 @@ impl Config {
         if self.elasticsearch.password.is_some() && self.elasticsearch.username.is_none() {
             return invalid("elasticsearch.password is set without elasticsearch.username".into());
         }
+        for token in &self.admin.tokens {
+            if token.name.trim().is_empty() {
+                return invalid("admin.tokens: a token has an empty name".into());
+            }
+            if token.sha256.len() != 64 || !token.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return invalid(format!(
+                    "admin.tokens {:?}: sha256 must be 64 hex digits (`lambdex admin hash-token`)",
+                    token.name
+                ));
+            }
+        }
+        if self.admin.max_body_bytes == 0 || self.admin.max_urls_per_request == 0 {
+            return invalid(
+                "admin.max_body_bytes and admin.max_urls_per_request must be at least 1".into(),
+            );
+        }
         if self.fetch.timeout.is_zero() || self.fetch.connect_timeout.is_zero() {
             return invalid("fetch.timeout and fetch.connect_timeout must be more than 0".into());
         }
@@ -724,6 +805,33 @@ batch_size = 16
         let names: Vec<&str> = config.models.keys().map(String::as_str).collect();
         assert_eq!(names, ["age", "emotion"]);
         assert_eq!(config.models["emotion"].function, "emotion");
+    }
+
+    #[test]
+    fn admin_tokens_are_read_from_the_file_and_checked() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        let path = dir.path().join("lambdex.toml");
+        let digest = "ab".repeat(32);
+        std::fs::write(
+            &path,
+            format!("[[admin.tokens]]\nname = \"support\"\nsha256 = \"{digest}\"\n"),
+        )
+        .expect("written");
+        let config = Config::load_with(Some(&path), env(&[])).expect("loads");
+        assert_eq!(
+            config.admin.tokens,
+            [AdminToken {
+                name: "support".to_owned(),
+                sha256: digest
+            }]
+        );
+        std::fs::write(
+            &path,
+            "[[admin.tokens]]\nname = \"support\"\nsha256 = \"the-token-itself\"\n",
+        )
+        .expect("written");
+        let error = Config::load_with(Some(&path), env(&[])).expect_err("not a digest");
+        assert!(error.to_string().contains("64 hex digits"), "{error}");
     }
 
     #[test]

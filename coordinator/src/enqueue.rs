@@ -14,6 +14,7 @@ use std::path::PathBuf;
 use futures::StreamExt as _;
 use indicatif::{ProgressBar, ProgressStyle};
 use lambdex_proto::Job;
+use lapin::Channel;
 use lapin::types::FieldTable;
 use sha2::{Digest as _, Sha256};
 
@@ -128,10 +129,35 @@ pub async fn publish(config: &Config, jobs: Vec<Job>) -> Result<(), AmqpError> {
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs confirmed ({per_sec}, {eta} left)")
             .expect("a valid template"),
     );
+    publish_on(
+        &channel,
+        &topology,
+        jobs,
+        config.queue.publish_window,
+        FieldTable::default(),
+        || progress.inc(1),
+    )
+    .await?;
+    progress.finish();
+    connection.close(200, "done").await?;
+    Ok(())
+}
+
+/// Publishes `jobs` on `channel` (confirmed), each on its priority's lane
+/// with `headers`, up to `window` awaiting confirmation at once; calls
+/// `on_confirmed` after each.
+pub async fn publish_on(
+    channel: &Channel,
+    topology: &Topology,
+    jobs: Vec<Job>,
+    window: usize,
+    headers: FieldTable,
+    mut on_confirmed: impl FnMut(),
+) -> Result<(), AmqpError> {
     let exchange = topology.jobs_exchange.as_str();
     let mut published = futures::stream::iter(jobs)
         .map(|job| {
-            let channel = &channel;
+            let headers = headers.clone();
             async move {
                 let payload = serde_json::to_vec(&job).expect("a job serialises");
                 amqp::publish(
@@ -139,20 +165,16 @@ pub async fn publish(config: &Config, jobs: Vec<Job>) -> Result<(), AmqpError> {
                     exchange,
                     Topology::routing_key(job.priority),
                     &payload,
-                    FieldTable::default(),
+                    headers,
                 )
                 .await
-                .map(|()| job.job_id)
             }
         })
-        .buffer_unordered(config.queue.publish_window);
+        .buffer_unordered(window.max(1));
     while let Some(result) = published.next().await {
         result?;
-        progress.inc(1);
+        on_confirmed();
     }
-    progress.finish();
-    drop(published);
-    connection.close(200, "done").await?;
     Ok(())
 }
 

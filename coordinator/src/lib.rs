@@ -18,7 +18,11 @@
 //! Around it, the queue worker: [`worker`] consumes jobs from RabbitMQ
 //! (over [`amqp`], on the queues [`topology`] declares), runs the pipeline,
 //! and writes each document through the Elasticsearch [`sink`];
-//! [`enqueue`] publishes jobs.
+//! [`enqueue`] publishes jobs; [`dlq`] reads and replays the dead letters
+//! ([`dlq_cli`]: `lambdex dlq`).
+//!
+//! [`admin`] is the HTTP trigger for ad-hoc requests; [`metrics`] the
+//! Prometheus metrics it and the worker serve.
 //!
 //! - [`input`]: images named on the command line; [`render`]: documents
 //!   printed for people.
@@ -26,6 +30,7 @@
 //! [`bench`] measures the models and functions, [`bench_pipeline`] the
 //! coordinator itself, [`bench_worker`] the queue path end to end.
 
+pub mod admin;
 pub mod aggregate;
 pub mod amqp;
 pub mod bench;
@@ -35,12 +40,15 @@ pub mod billing;
 pub mod breaker;
 pub mod caller;
 pub mod config;
+pub mod dlq;
+pub mod dlq_cli;
 pub mod enqueue;
 pub mod fanout;
 pub mod fetch;
 pub mod input;
 pub mod invoke;
 pub mod lambda_client;
+pub mod metrics;
 pub mod pipeline;
 pub mod prepare;
 pub mod render;

@@ -15,7 +15,7 @@ use lambdex::pipeline::Pipeline;
 use lambdex::sink::{self, Sink};
 use lambdex::topology::Topology;
 use lambdex::worker::Worker;
-use lambdex::{bench, bench_pipeline, bench_worker, lambda_client, render};
+use lambdex::{bench, bench_pipeline, bench_worker, dlq_cli, lambda_client, render};
 use lambdex_lambdas::local::{LocalConfig, LocalLambda};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
@@ -39,6 +39,16 @@ enum Command {
     Worker(ConfigArgs),
     /// Publish jobs for the workers: image URLs, or a file of them.
     Enqueue(EnqueueCommandArgs),
+    /// The HTTP trigger for ad-hoc requests, and its tokens.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+    /// Read, export, replay or purge the dead-letter queue.
+    Dlq {
+        #[command(subcommand)]
+        command: dlq_cli::DlqCommand,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
     /// Print the deployment definitions derived from the settings.
     #[command(subcommand)]
     Definitions(DefinitionsCommand),
@@ -64,6 +74,20 @@ enum ConfigCommand {
     /// Validate the settings and print the effective values (defaults, the
     /// file, then `LAMBDEX__…` variables) as TOML.
     Check(ConfigArgs),
+}
+
+#[derive(Debug, Subcommand)]
+enum AdminCommand {
+    /// Serve the admin API on `admin.listen` until SIGTERM or Ctrl-C.
+    Serve(ConfigArgs),
+    /// Print a new random token and its `[[admin.tokens]]` entry.
+    NewToken {
+        /// The token's name in logs and its rate limit.
+        #[arg(long, default_value = "support")]
+        name: String,
+    },
+    /// Print the SHA-256 of the token read from stdin, for `admin.tokens`.
+    HashToken,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,6 +232,34 @@ fn main() -> ExitCode {
                 enqueue::publish(&config, jobs).await?;
                 Ok(ExitCode::SUCCESS)
             }
+            Command::Admin(AdminCommand::Serve(args)) => {
+                admin(args.load()?).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Admin(AdminCommand::NewToken { name }) => {
+                let token = lambdex::admin::new_token()
+                    .map_err(|error| anyhow::anyhow!("no random bytes: {error}"))?;
+                println!("token (give it to its holder; it is not stored): {token}");
+                println!();
+                println!("[[admin.tokens]]");
+                println!("name = {name:?}");
+                println!("sha256 = {:?}", lambdex::admin::hash_token(&token));
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Admin(AdminCommand::HashToken) => {
+                let mut token = String::new();
+                std::io::stdin()
+                    .read_line(&mut token)
+                    .context("reading the token from stdin")?;
+                if token.trim().is_empty() {
+                    return Err(UsageError("no token on stdin".to_owned()).into());
+                }
+                println!("{}", lambdex::admin::hash_token(&token));
+                Ok(ExitCode::SUCCESS)
+            }
+            Command::Dlq { command, config } => {
+                dlq_cli::run(&config.load()?.queue, command).await?;
+                Ok(ExitCode::SUCCESS)
+            }
             Command::Definitions(DefinitionsCommand::Rabbitmq(args)) => {
                 let config = args.load()?;
                 println!("{:#}", Topology::new(&config.queue).definitions());
@@ -273,22 +325,13 @@ fn run_function(function: FunctionBinary) -> ExitCode {
 /// and their documents are flushed before the connection closes.
 async fn worker(config: Config) -> anyhow::Result<()> {
     let pipeline = std::sync::Arc::new(Pipeline::new(config.clone()).await?);
-    if config.elasticsearch.install_template {
-        let client = sink::client(&config.elasticsearch)?;
-        // Elasticsearch may still be starting: wait for it, as for RabbitMQ.
-        let mut delays = config.queue.reconnect_delays();
-        loop {
-            match sink::install_template(&client, &config.elasticsearch).await {
-                Ok(()) => break,
-                Err(sink::SinkError::Client(error)) => {
-                    let delay = delays.next().unwrap_or(config.queue.reconnect_max_delay);
-                    tracing::warn!(%error, ?delay, "cannot reach Elasticsearch; retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                Err(error) => return Err(error).context("installing the index template"),
-            }
-        }
-    }
+    sink::install_template_when_up(
+        &config.elasticsearch,
+        config.queue.reconnect_delays(),
+        config.queue.reconnect_max_delay,
+    )
+    .await
+    .context("installing the index template")?;
     let (sink, sink_task) = Sink::start(&config.elasticsearch)?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     tokio::spawn({
@@ -299,8 +342,41 @@ async fn worker(config: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
+    if let Some(address) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(address)
+            .await
+            .with_context(|| format!("metrics.listen {address}"))?;
+        tracing::info!(%address, "serving /metrics");
+        tokio::spawn(lambdex::admin::serve_metrics(listener, shutdown.clone()));
+    }
     Worker::new(config, pipeline, sink).run(shutdown).await?;
     // Every job has its answer from the sink; let its task end.
+    sink_task.await.context("the Elasticsearch sink")?;
+    Ok(())
+}
+
+/// `lambdex admin serve`: the HTTP trigger until a signal; requests in
+/// progress finish, and stored documents are flushed.
+async fn admin(config: Config) -> anyhow::Result<()> {
+    let lambda = lambda_client::from_config(&config.lambda).await;
+    let address = config.admin.listen;
+    let (state, sink_task) = lambdex::admin::AdminState::new(config, lambda).await?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("cannot listen on admin.listen {address}"))?;
+    eprintln!(
+        "lambdex admin listening on http://{} (OpenAPI at /openapi.json)",
+        listener.local_addr()?
+    );
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            shutdown_signal().await;
+            shutdown.cancel();
+        }
+    });
+    lambdex::admin::serve(listener, state, shutdown).await?;
     sink_task.await.context("the Elasticsearch sink")?;
     Ok(())
 }

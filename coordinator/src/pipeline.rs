@@ -20,6 +20,7 @@ use crate::config::Config;
 use crate::fanout::{Model, classify_all};
 use crate::fetch::Fetcher;
 use crate::invoke::InvokeError;
+use crate::metrics;
 use crate::prepare::{PrepareError, Prepared, prepare};
 use crate::retry::Retryable as _;
 
@@ -229,6 +230,12 @@ fn with_total(mut doc: PredictionDoc, started: Instant) -> PredictionDoc {
         stage: "total".to_owned(),
         ms: ms_since(started),
     });
+    metrics::prediction(
+        doc.status.as_str(),
+        doc.billing
+            .as_ref()
+            .map(|billing| billing.estimated_cost_usd),
+    );
     doc
 }
 

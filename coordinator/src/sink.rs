@@ -20,6 +20,7 @@
 //!   dead-letters that job.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
 use elasticsearch::auth::Credentials;
@@ -147,6 +148,29 @@ pub async fn install_template(
         });
     }
     Ok(())
+}
+
+/// [`install_template`] when `config.install_template` is on, waiting for
+/// Elasticsearch (it may still be starting) with `delays` between tries.
+pub async fn install_template_when_up(
+    config: &ElasticsearchConfig,
+    mut delays: impl Iterator<Item = Duration>,
+    max_delay: Duration,
+) -> Result<(), SinkError> {
+    if !config.install_template {
+        return Ok(());
+    }
+    let client = client(config)?;
+    loop {
+        match install_template(&client, config).await {
+            Err(SinkError::Client(error)) => {
+                let delay = delays.next().unwrap_or(max_delay);
+                tracing::warn!(%error, ?delay, "cannot reach Elasticsearch; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            done => return done,
+        }
+    }
 }
 
 async fn run(

@@ -37,6 +37,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::amqp::{self, AmqpError};
 use crate::config::Config;
+use crate::metrics;
 use crate::pipeline::Pipeline;
 use crate::sink::{Sink, SinkError};
 use crate::topology::Topology;
@@ -50,6 +51,11 @@ pub const REASON_HEADER: &str = "x-lambdex-reason";
 pub const ERROR_HEADER: &str = "x-lambdex-error";
 pub const FIRST_FAILURE_HEADER: &str = "x-lambdex-first-failure";
 pub const LAST_FAILURE_HEADER: &str = "x-lambdex-last-failure";
+/// Earlier failures and the last, oldest first (`TIME CLASS: ERROR`), at
+/// most [`HISTORY_LENGTH`] of them.
+pub const HISTORY_HEADER: &str = "x-lambdex-history";
+/// How many failures the history keeps: the most recent.
+pub const HISTORY_LENGTH: usize = 10;
 /// Where the message was first published: exchange and routing key.
 pub const ORIGINAL_EXCHANGE_HEADER: &str = "x-lambdex-original-exchange";
 pub const ORIGINAL_ROUTING_KEY_HEADER: &str = "x-lambdex-original-routing-key";
@@ -228,6 +234,7 @@ impl Worker {
                 .stats
                 .released
                 .fetch_add(left, Ordering::Relaxed);
+            metrics::jobs("released", left);
             jobs.shutdown().await;
         }
         if let Some(session) = last_session {
@@ -324,7 +331,7 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
     let settled = match &outcome {
         Outcome::Stored => Ok(()),
         Outcome::Release => {
-            shared.stats.released.fetch_add(1, Ordering::Relaxed);
+            release(&shared);
             return;
         }
         Outcome::Requeue {
@@ -350,25 +357,32 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
     if let Err(error) = settled {
         // Not acknowledged: the broker hands the job out again.
         tracing::warn!(%error, tag, "cannot publish the job's requeue or dead letter");
-        shared.stats.released.fetch_add(1, Ordering::Relaxed);
+        release(&shared);
         return;
     }
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         // The channel died with the delivery; the broker redelivers it.
         tracing::warn!(%error, tag, "cannot acknowledge; the job will be redelivered");
-        shared.stats.released.fetch_add(1, Ordering::Relaxed);
+        release(&shared);
         return;
     }
-    let counter = match outcome {
+    let (counter, name) = match outcome {
         Outcome::Stored => {
             tracing::debug!(tag, "stored");
-            &shared.stats.stored
+            (&shared.stats.stored, "stored")
         }
-        Outcome::Requeue { .. } => &shared.stats.requeued,
-        Outcome::Dead { .. } => &shared.stats.dead_lettered,
+        Outcome::Requeue { .. } => (&shared.stats.requeued, "requeued"),
+        Outcome::Dead { .. } => (&shared.stats.dead_lettered, "dead_lettered"),
         Outcome::Release => unreachable!("returned above"),
     };
     counter.fetch_add(1, Ordering::Relaxed);
+    metrics::jobs(name, 1);
+}
+
+/// Counts a delivery left for the broker to hand out again.
+fn release(shared: &Shared) {
+    shared.stats.released.fetch_add(1, Ordering::Relaxed);
+    metrics::jobs("released", 1);
 }
 
 /// Stored, requeued or dead, for a processed job's document.
@@ -433,5 +447,9 @@ fn failure_headers(delivery: &Delivery, attempts: i64, class: &str, reason: &str
     }
     amqp::set_text(&mut headers, REASON_HEADER, class);
     amqp::set_text(&mut headers, ERROR_HEADER, reason);
+    let mut history = amqp::header_texts(previous, HISTORY_HEADER);
+    history.push(format!("{now} {class}: {reason}"));
+    let skip = history.len().saturating_sub(HISTORY_LENGTH);
+    amqp::set_texts(&mut headers, HISTORY_HEADER, &history[skip..]);
     headers
 }

@@ -193,3 +193,44 @@ fn config_check_prints_the_effective_settings_and_refuses_a_bad_one_with_exit_64
     let stderr = String::from_utf8(output.stderr).expect("UTF-8");
     assert!(stderr.contains("timeout"), "{stderr}");
 }
+
+#[test]
+fn a_new_token_hashes_to_its_entry_and_the_admin_needs_one_to_start() {
+    let output = lambdex(&["admin", "new-token", "--name", "ops"]);
+    assert!(output.status.success(), "{output:?}");
+    let printed = String::from_utf8(output.stdout).expect("UTF-8");
+    let token = printed
+        .split_whitespace()
+        .find(|word| word.starts_with("ldx_"))
+        .expect("the token");
+    let entry = printed
+        .lines()
+        .find_map(|line| line.strip_prefix("sha256 = "))
+        .expect("the entry's digest")
+        .trim_matches('"');
+    assert!(
+        printed.contains("[[admin.tokens]]\nname = \"ops\""),
+        "{printed}"
+    );
+
+    let mut hash = Command::new(env!("CARGO_BIN_EXE_lambdex"))
+        .args(["admin", "hash-token"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("lambdex runs");
+    use std::io::Write as _;
+    writeln!(hash.stdin.take().expect("stdin"), "{token}").expect("written");
+    let hashed = hash.wait_with_output().expect("exits");
+    assert!(hashed.status.success());
+    assert_eq!(
+        String::from_utf8(hashed.stdout).expect("UTF-8").trim(),
+        entry
+    );
+
+    // Without a token in the settings there is no admin API.
+    let refused = lambdex(&["admin", "serve"]);
+    assert!(!refused.status.success());
+    let stderr = String::from_utf8(refused.stderr).expect("UTF-8");
+    assert!(stderr.contains("admin.tokens is empty"), "{stderr}");
+}

@@ -24,6 +24,7 @@ pub struct FaceCropResponse {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ImageSize {
     pub width: u32,
     pub height: u32,
@@ -40,6 +41,7 @@ pub struct CroppedFace {
 
 /// An axis-aligned box in original image pixels.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct BBox {
     pub x: f32,
     pub y: f32,

@@ -10,6 +10,7 @@ use crate::{BBox, Gender, ImageSize};
 
 /// Every face of one image with its age and gender, and how they were made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PredictionDoc {
     pub schema_version: SchemaVersion,
     pub job_id: String,
@@ -48,6 +49,7 @@ impl PredictionDoc {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum Status {
     /// At least one face, every face classified.
@@ -61,7 +63,20 @@ pub enum Status {
     Failed,
 }
 
+impl Status {
+    /// The name documents give it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Ok => "ok",
+            Self::NoFaces => "no_faces",
+            Self::Partial => "partial",
+            Self::Failed => "failed",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Failure {
     /// A short, stable class for grouping (e.g. `invalid_image`).
     pub class: String,
@@ -74,6 +89,7 @@ pub struct Failure {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FaceDoc {
     pub bbox: BBox,
     pub score: f32,
@@ -84,12 +100,14 @@ pub struct FaceDoc {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct AgeDoc {
     pub years: f32,
     pub std_dev: f32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct GenderDoc {
     pub label: Gender,
     pub probability: f32,
@@ -97,6 +115,7 @@ pub struct GenderDoc {
 
 /// A model that contributed to the document.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ModelUsed {
     pub role: ModelRole,
     pub id: String,
@@ -107,6 +126,7 @@ pub struct ModelUsed {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ModelRole {
     Detector,
@@ -116,6 +136,7 @@ pub enum ModelRole {
 
 /// The Lambda bill of one job, from the functions' `REPORT` lines.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Billing {
     pub functions: Vec<FunctionBilling>,
     pub requests: u32,
@@ -127,6 +148,7 @@ pub struct Billing {
 
 /// One function's share of a job's bill.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct FunctionBilling {
     pub function: String,
     /// Invocations that ran, failed ones included.
@@ -138,6 +160,7 @@ pub struct FunctionBilling {
 
 /// Wall-clock time of one stage of the job, in milliseconds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct StageTiming {
     /// `fetch`, `crop`, `age`, `gender`, `total`…
     pub stage: String,

@@ -19,6 +19,7 @@ pub const MAX_PRIORITY: u8 = 9;
 ///  "priority": 0, "submitted_at": "2026-11-28T09:00:00Z"}
 /// ```
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Job {
     pub schema_version: SchemaVersion,
     /// Unique per image; also the stored document's id, so reprocessing a

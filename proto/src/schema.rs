@@ -10,6 +10,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 /// fails, so a message from a newer producer is refused with a clear reason
 /// instead of being half understood.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct SchemaVersion(u32);
 
 impl SchemaVersion {

@@ -3,7 +3,8 @@
 //! Elasticsearch-API servers, installed from PyPI into the git-ignored
 //! `.services/` folder at the workspace root on first use and run on free
 //! ports — `noida-db` (Elasticsearch 8 API) and `osmem-server` (OpenSearch
-//! API). A service that cannot be had fails the test loudly; nothing skips.
+//! API) — and the contract tester `schemathesis`, the same way. A service
+//! that cannot be had fails the test loudly; nothing skips.
 
 use std::io::{Read as _, Write as _};
 use std::net::{TcpListener, TcpStream};
@@ -61,18 +62,28 @@ fn services_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services")
 }
 
-/// The Python packages' folder, installed on first use: into a folder of
-/// its own, then renamed into place, so concurrent first uses are safe.
+/// The Python packages' folder, installed on first use.
 fn python_dir() -> PathBuf {
+    pip_installed(
+        "python",
+        &[NOIDA_DB, OSMEM_SERVER],
+        &["osmem_server", "noida_db"],
+    )
+}
+
+/// `.services/FOLDER` holding `packages`, pip-installed on first use: into
+/// a folder of its own, then renamed into place, so concurrent first uses
+/// are safe. `modules` tell that it is there.
+fn pip_installed(folder: &str, packages: &[&str], modules: &[&str]) -> PathBuf {
     static INSTALL: Mutex<()> = Mutex::new(());
     let _one_at_a_time = INSTALL
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner());
-    let target = services_dir().join("python");
-    if target.join("osmem_server").exists() && target.join("noida_db").exists() {
+    let target = services_dir().join(folder);
+    if modules.iter().all(|module| target.join(module).exists()) {
         return target;
     }
-    let staging = services_dir().join(format!("python-{}", std::process::id()));
+    let staging = services_dir().join(format!("{folder}-{}", std::process::id()));
     let output = Command::new("python3")
         .args([
             "-m",
@@ -83,12 +94,14 @@ fn python_dir() -> PathBuf {
         ])
         .arg("--target")
         .arg(&staging)
-        .args([NOIDA_DB, OSMEM_SERVER])
+        .args(packages)
         .output()
-        .expect("python3 runs (needed to install noida-db and osmem-server from PyPI)");
+        .unwrap_or_else(|error| {
+            panic!("python3 runs (needed to install {packages:?} from PyPI): {error}")
+        });
     assert!(
         output.status.success(),
-        "pip could not install {NOIDA_DB} and {OSMEM_SERVER}: {}",
+        "pip could not install {packages:?}: {}",
         String::from_utf8_lossy(&output.stderr)
     );
     if std::fs::rename(&staging, &target).is_err() {
@@ -96,6 +109,21 @@ fn python_dir() -> PathBuf {
         let _ = std::fs::remove_dir_all(&staging);
     }
     target
+}
+
+/// The pinned contract-testing tool.
+const SCHEMATHESIS: &str = "schemathesis==4.32.5";
+
+/// `schemathesis` (`python3 -m schemathesis.cli`), installed on first use.
+pub fn schemathesis() -> Command {
+    let dir = pip_installed("schemathesis", &[SCHEMATHESIS], &["schemathesis"]);
+    let mut command = Command::new("python3");
+    command
+        .args(["-m", "schemathesis.cli"])
+        .env("PYTHONPATH", dir)
+        .env("SCHEMATHESIS_HOOKS", "")
+        .env("NO_COLOR", "1");
+    command
 }
 
 /// A free TCP port on 127.0.0.1.
