@@ -294,20 +294,8 @@ impl World {
         let started = Instant::now();
         let mut letters = Vec::new();
         while letters.len() < count {
-            let message = channel
-                .basic_get(&self.topology().dead_queue, BasicGetOptions::default())
-                .await
-                .expect("basic.get");
-            match message {
-                Some(message) => {
-                    message
-                        .delivery
-                        .ack(BasicAckOptions::default())
-                        .await
-                        .expect("acked");
-                    let headers = message.delivery.properties.headers().clone();
-                    letters.push((headers.unwrap_or_default(), message.delivery.data));
-                }
+            match take_one(&channel, &self.topology().dead_queue).await {
+                Some(letter) => letters.push(letter),
                 None => {
                     assert!(
                         started.elapsed() < PATIENCE,
@@ -399,18 +387,8 @@ impl World {
     pub async fn drain(&self, queue: &str) -> Vec<(FieldTable, Vec<u8>)> {
         let (connection, channel) = self.channel().await;
         let mut messages = Vec::new();
-        while let Some(message) = channel
-            .basic_get(queue, BasicGetOptions::default())
-            .await
-            .expect("basic.get")
-        {
-            message
-                .delivery
-                .ack(BasicAckOptions::default())
-                .await
-                .expect("acked");
-            let headers = message.delivery.properties.headers().clone();
-            messages.push((headers.unwrap_or_default(), message.delivery.data));
+        while let Some(message) = take_one(&channel, queue).await {
+            messages.push(message);
         }
         let _ = connection.close(200, "done").await;
         messages
@@ -424,6 +402,21 @@ impl World {
         let _ = connection.close(200, "done").await;
         self.lambda.shutdown().await;
     }
+}
+
+/// Takes (gets and acknowledges) the next message ready in `queue`.
+async fn take_one(channel: &lapin::Channel, queue: &str) -> Option<(FieldTable, Vec<u8>)> {
+    let message = channel
+        .basic_get(queue, BasicGetOptions::default())
+        .await
+        .expect("basic.get")?;
+    message
+        .delivery
+        .ack(BasicAckOptions::default())
+        .await
+        .expect("acked");
+    let headers = message.delivery.properties.headers().clone();
+    Some((headers.unwrap_or_default(), message.delivery.data))
 }
 
 /// Serves the astronaut at `/astronaut.png` (any query); the base URL.
