@@ -28,7 +28,8 @@
 //!   printed for people.
 //!
 //! [`bench`] measures the models and functions, [`bench_pipeline`] the
-//! coordinator itself, [`bench_worker`] the queue path end to end.
+//! coordinator itself, [`bench_worker`] the queue path end to end, and
+//! [`power`] what a prediction costs at each memory size.
 
 pub mod admin;
 pub mod aggregate;
@@ -50,6 +51,7 @@ pub mod invoke;
 pub mod lambda_client;
 pub mod metrics;
 pub mod pipeline;
+pub mod power;
 pub mod prepare;
 pub mod render;
 pub mod retry;

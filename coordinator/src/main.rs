@@ -15,7 +15,7 @@ use lambdex::pipeline::Pipeline;
 use lambdex::sink::{self, Sink};
 use lambdex::topology::Topology;
 use lambdex::worker::Worker;
-use lambdex::{bench, bench_pipeline, bench_worker, dlq_cli, lambda_client, render};
+use lambdex::{bench, bench_pipeline, bench_worker, dlq_cli, lambda_client, power, render};
 use lambdex_lambdas::local::{LocalConfig, LocalLambda};
 use lambdex_lambdas::{FaceCropConfig, models};
 use lambdex_proto::{Job, PredictionDoc, Status};
@@ -188,6 +188,10 @@ enum BenchCommand {
     /// Jobs/s through RabbitMQ, the pipeline and Elasticsearch, and the
     /// worker's CPU per job, against the pipeline bench's bound.
     Worker(bench_worker::WorkerBenchArgs),
+    /// Each function's duration and cost per memory size on the local
+    /// Lambda (CPU limited to memory/1769 of a core), the pipeline's cost
+    /// per 8M images, a Markdown report and a chart.
+    Power(power::PowerBenchArgs),
 }
 
 fn default_concurrency() -> usize {
@@ -284,6 +288,9 @@ fn main() -> ExitCode {
             }
             Command::Bench(BenchCommand::Worker(args)) => {
                 bench_worker::run(args).await.map(|()| ExitCode::SUCCESS)
+            }
+            Command::Bench(BenchCommand::Power(args)) => {
+                power::run(args).await.map(|()| ExitCode::SUCCESS)
             }
         }
     });

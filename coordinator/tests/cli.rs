@@ -234,3 +234,71 @@ fn a_new_token_hashes_to_its_entry_and_the_admin_needs_one_to_start() {
     let stderr = String::from_utf8(refused.stderr).expect("UTF-8");
     assert!(stderr.contains("admin.tokens is empty"), "{stderr}");
 }
+
+/// The power bench on a small scale: face-crop at 128 MB (7 % of a core)
+/// and at 1769 MB (a whole core), with the report in all three forms.
+#[test]
+fn bench_power_measures_each_memory_size_and_writes_its_report() {
+    let out = tempfile::tempdir().expect("a temp dir");
+    let photo = fixture("astronaut.png");
+    let output = lambdex(&[
+        "bench",
+        "power",
+        "--function",
+        "face-crop",
+        "--memory",
+        "128,1769",
+        "--invocations",
+        "4",
+        "--cold-starts",
+        "1",
+        "--image",
+        photo.to_str().expect("a UTF-8 path"),
+        "--out",
+        out.path().to_str().expect("a UTF-8 path"),
+        "--json",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let sizes = report["functions"][0]["sizes"].as_array().expect("sizes");
+    assert_eq!(sizes.len(), 2, "{report}");
+    let p50 = |i: usize| sizes[i]["p50_ms"].as_f64().expect("a p50");
+    // A fourteenth of a core takes several times as long.
+    assert!(
+        p50(0) > 3.0 * p50(1),
+        "128 MB {} ms, 1769 MB {} ms",
+        p50(0),
+        p50(1)
+    );
+    for size in sizes {
+        assert_eq!(size["calls"], 4);
+        assert!(size["cold"]["init_p50_ms"].as_f64().expect("an init") > 0.0);
+        // The request fee alone is $1.60 per 8M calls.
+        assert!(size["x86"]["per_8m_usd"].as_f64().expect("a cost") > 1.6);
+        assert!(size["arm64"]["per_8m_usd"].as_f64() < size["x86"]["per_8m_usd"].as_f64());
+    }
+    assert_eq!(report["images"][0]["faces"], 1);
+    // Face-crop alone: no pipeline figure, and the Markdown says why.
+    assert!(report["pipeline"].is_null());
+    let markdown = std::fs::read_to_string(out.path().join("power.md")).expect("power.md");
+    assert!(markdown.contains("## face-crop"), "{markdown}");
+    assert!(markdown.contains("Not priced"), "{markdown}");
+    assert!(markdown.contains("$413"), "{markdown}");
+    let svg = std::fs::read_to_string(out.path().join("power.svg")).expect("power.svg");
+    assert!(
+        svg.starts_with("<svg") && svg.contains("face-crop"),
+        "{svg}"
+    );
+    let written: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("power.json")).expect("power.json"))
+            .expect("JSON");
+    assert_eq!(written, report);
+}
+
+#[test]
+fn bench_power_refuses_a_memory_size_lambda_does_not_allow() {
+    let output = lambdex(&["bench", "power", "--memory", "64", "--invocations", "1"]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--memory 64"), "{stderr}");
+}
