@@ -114,6 +114,8 @@ pub struct PowerReport {
     pub prices: Prices,
     /// Calls per image for each function of the pipeline.
     pub calls_per_image: BTreeMap<String, f64>,
+    /// Faces in a classifier call, on average over the calls measured.
+    pub faces_per_classifier_call: f64,
     pub functions: Vec<FunctionFigures>,
     pub pipeline: Option<PipelineFigures>,
     pub reference: Vec<ReferenceFigure>,
@@ -195,6 +197,8 @@ pub async fn run(args: PowerBenchArgs) -> anyhow::Result<()> {
             .collect(),
         prices: reference.prices,
         calls_per_image: requests.calls_per_image.clone(),
+        faces_per_classifier_call: requests.faces.iter().sum::<usize>() as f64
+            / requests.classify.len().max(1) as f64,
         functions,
         pipeline,
         reference: reference.reference,

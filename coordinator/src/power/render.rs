@@ -5,8 +5,8 @@ use std::fmt::Write as _;
 
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
-use super::PowerReport;
 use super::summary::{MODEL_TARGET_USD, PIPELINE_TARGET_USD};
+use super::{Function, PowerReport};
 
 fn usd(value: f64) -> String {
     if value >= 100.0 {
@@ -106,15 +106,26 @@ pub fn markdown(report: &PowerReport) -> String {
         let _ = writeln!(out, "{table}\n");
         match function.best() {
             Some(best) => {
-                let _ = writeln!(
+                let _ = write!(
                     out,
-                    "Best: {} MB, {} per 8M predictions on x86 ({} on arm64); target ≤ {}: {}. \
-                     Cold share: what cold starts add at a {rate} % cold-start rate.\n",
+                    "Best: {} MB, {} per 8M calls on x86 ({} on arm64); target ≤ {} per 8M predictions, a call each: {}. ",
                     best.memory_mb,
                     usd(best.x86.per_8m_usd),
                     usd(best.arm64.per_8m_usd),
                     usd(MODEL_TARGET_USD),
                     met(best.x86.per_8m_usd, MODEL_TARGET_USD)
+                );
+                if function.function != Function::FaceCrop.name() {
+                    let faces = report.faces_per_classifier_call;
+                    let _ = write!(
+                        out,
+                        "The calls carried {faces:.2} faces each on average: {} per 8M faces. ",
+                        usd(best.x86.per_8m_usd / faces.max(1.0))
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "Cold share: what cold starts add at a {rate} % cold-start rate.\n"
                 );
             }
             None => {
