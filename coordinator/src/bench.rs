@@ -40,7 +40,8 @@ pub struct BenchArgs {
     models_dir: Option<PathBuf>,
 }
 
-fn default_image() -> PathBuf {
+/// The astronaut fixture, the benches' default photo.
+pub(crate) fn default_image() -> PathBuf {
     PathBuf::from(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../tests/fixtures/astronaut.png"

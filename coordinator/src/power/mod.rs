@@ -123,7 +123,9 @@ pub struct PowerReport {
     pub pipeline_target_usd_per_8m: f64,
 }
 
-pub async fn run(args: PowerBenchArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
+    args.memory.sort_unstable();
+    args.memory.dedup();
     if args.function.is_empty() || args.memory.is_empty() {
         bail!("--function and --memory need at least one value each");
     }
@@ -238,13 +240,6 @@ struct Photo {
     bytes: Vec<u8>,
 }
 
-fn default_photo() -> PathBuf {
-    PathBuf::from(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/../tests/fixtures/astronaut.png"
-    ))
-}
-
 /// The photos asked for, or the astronaut and a 2×2 grid of her.
 fn photos(paths: &[PathBuf]) -> anyhow::Result<Vec<Photo>> {
     let read = |path: &Path| -> anyhow::Result<Photo> {
@@ -259,7 +254,8 @@ fn photos(paths: &[PathBuf]) -> anyhow::Result<Vec<Photo>> {
     if !paths.is_empty() {
         return paths.iter().map(|path| read(path)).collect();
     }
-    let single = read(&default_photo()).context("the default photo (give --image)")?;
+    let single =
+        read(&crate::bench::default_image()).context("the default photo (give --image)")?;
     let image = image::load_from_memory(&single.bytes)
         .context("decoding the default photo")?
         .to_rgb8();

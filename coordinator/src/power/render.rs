@@ -40,7 +40,7 @@ pub fn markdown(report: &PowerReport) -> String {
     let _ = writeln!(out, "# lambdex bench power — {}\n", report.generated_at);
     let _ = writeln!(
         out,
-        "Each memory size: {} new instance(s) (the first call of each is a cold start and warms it up), then {} measured calls cycling through {}. \
+        "Each memory size: {} new instance(s) (the first call of each is a cold start), one unmeasured call with each other photo, then {} measured calls cycling through {}. \
          CPU limited to memory/1769 of a core by the local Lambda's cgroups; durations and billed durations from the REPORT lines.\n",
         report.cold_starts,
         report.invocations,
