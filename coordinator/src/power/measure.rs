@@ -1,7 +1,8 @@
 //! Running one function at one memory size on the local Lambda, its CPU
 //! limited to memory/1769 of a core, and keeping every `REPORT` line: the
 //! first call of each new instance (a cold start, with its `Init
-//! Duration`), then the measured warm calls. Calls go through
+//! Duration`), then, after a warm-up call per other payload, the measured
+//! warm calls. Calls go through
 //! `aws-sdk-lambda` and [`crate::invoke`], as the pipeline makes them.
 
 use std::path::PathBuf;
@@ -38,8 +39,8 @@ pub struct Plan {
     pub models_dir: PathBuf,
     /// Measured warm calls per memory size.
     pub invocations: usize,
-    /// New instances started per memory size (each one's first call is
-    /// a cold start; the first also warms the instance up).
+    /// New instances started per memory size, each one's first call a
+    /// cold start.
     pub cold_starts: usize,
 }
 
