@@ -188,18 +188,6 @@ pub fn cold_start_share(
     added / (warm_call_usd + added)
 }
 
-/// Nearest-rank percentile `p` (0–100) of sorted values.
-pub fn percentile(sorted: &[f64], p: f64) -> f64 {
-    if sorted.is_empty() {
-        return f64::NAN;
-    }
-    let rank = (p / 100.0 * sorted.len() as f64).ceil();
-    // Clamped into 1..=len, so the index is in range.
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-    let index = (rank.max(1.0) as usize).min(sorted.len()) - 1;
-    sorted[index]
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -238,16 +226,6 @@ mod tests {
         let duration = prices.duration_usd(Arch::X86, 1024, 100.0);
         assert!((share - duration / (warm + duration)).abs() < 1e-12);
         assert!(share > 0.4 && share < 0.5, "{share}");
-    }
-
-    #[test]
-    fn percentiles_are_nearest_rank() {
-        let values: Vec<f64> = (1..=20).map(f64::from).collect();
-        assert_eq!(percentile(&values, 50.0), 10.0);
-        assert_eq!(percentile(&values, 95.0), 19.0);
-        assert_eq!(percentile(&values, 100.0), 20.0);
-        assert_eq!(percentile(&[7.0], 95.0), 7.0);
-        assert!(percentile(&[], 50.0).is_nan());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use lambdex_lambdas::local::Report;
 use serde::Serialize;
 
-use super::cost::{Arch, CallCost, Prices, VOLUME, cold_start_share, percentile};
+use super::cost::{Arch, CallCost, Prices, VOLUME, cold_start_share};
 use super::measure::Measured;
 
 /// The cost target per model, per 8M predictions at the best memory size.
@@ -82,6 +82,18 @@ pub fn function_figures(
         sizes,
         best_memory_mb,
     }
+}
+
+/// Nearest-rank percentile `p` (0–100) of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = (p / 100.0 * sorted.len() as f64).ceil();
+    // Clamped into 1..=len, so the index is in range.
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+    let index = (rank.max(1.0) as usize).min(sorted.len()) - 1;
+    sorted[index]
 }
 
 fn sorted(values: impl Iterator<Item = f64>) -> Vec<f64> {
@@ -216,6 +228,16 @@ mod tests {
                 .map(|i| report(duration_ms + f64::from(i), memory_mb, used, None))
                 .collect(),
         }
+    }
+
+    #[test]
+    fn percentiles_are_nearest_rank() {
+        let values: Vec<f64> = (1..=20).map(f64::from).collect();
+        assert_eq!(percentile(&values, 50.0), 10.0);
+        assert_eq!(percentile(&values, 95.0), 19.0);
+        assert_eq!(percentile(&values, 100.0), 20.0);
+        assert_eq!(percentile(&[7.0], 95.0), 7.0);
+        assert!(percentile(&[], 50.0).is_nan());
     }
 
     #[test]
