@@ -3,7 +3,9 @@
 //! server, header check, face-crop, both classifiers in parallel — with C
 //! jobs in flight, against functions of fixed latency L. A job takes two
 //! function latencies (crop, then the classifiers at once), so the bound
-//! is C / 2L jobs a second.
+//! is C / 2L jobs a second. The classifiers' batch window (on by default)
+//! lets crops of several images share a call: fewer invocations per job,
+//! for at most the window's wait.
 //!
 //! The functions and the image server run in a child process (`lambdex
 //! bench pipeline --serve-functions`: a local Lambda with sleeping
@@ -30,7 +32,7 @@ use lambdex_proto::{
     Job, Keypoints, ModelInfo, Point, Prediction, Status,
 };
 
-use crate::config::{Config, Credentials};
+use crate::config::{Config, Credentials, DEFAULT_BATCH_WINDOW};
 use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
@@ -47,6 +49,10 @@ pub struct PipelineBenchArgs {
     /// Faces the face-crop function finds in every image.
     #[arg(long, default_value_t = 2)]
     faces: usize,
+    /// The classifiers' batch window in milliseconds (0: each image's crops
+    /// go alone).
+    #[arg(long, default_value_t = DEFAULT_BATCH_WINDOW.as_millis() as u64)]
+    batch_window_ms: u64,
     /// Serve the sleeping functions and the image, and print both URLs
     /// (what the bench starts as its child).
     #[arg(long, hide = true)]
@@ -67,6 +73,9 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     config.lambda.credentials = Credentials::Local;
     config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];
     config.pipeline.max_jobs_in_flight = args.concurrency;
+    for model in config.models.values_mut() {
+        model.batch_window = Some(Duration::from_millis(args.batch_window_ms));
+    }
     let pipeline = Arc::new(Pipeline::new(config).await?);
 
     // Warm-up: instances started, connections open.
@@ -77,11 +86,13 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         args.concurrency,
     )
     .await?;
-    let cpu_before = cpu_time()?;
+    let (cpu_before, functions_before) = (cpu_time()?, functions.cpu_time()?);
     let started = Instant::now();
     run_jobs(&pipeline, &functions.image_url, args.jobs, args.concurrency).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time()? - cpu_before;
+    let functions_cores =
+        (functions.cpu_time()? - functions_before).as_secs_f64() / elapsed.as_secs_f64();
 
     let achieved = args.jobs as f64 / elapsed.as_secs_f64();
     let bound = args.concurrency as f64 / (SEQUENTIAL_CALLS * args.latency_ms as f64 / 1000.0);
@@ -90,12 +101,28 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     let stats = pipeline.stats();
     let throttled: u64 = stats.functions.values().map(|s| s.throttled).sum();
     let retries: u64 = stats.functions.values().map(|s| s.retries).sum();
+    let classifier_calls: u64 = stats
+        .functions
+        .iter()
+        .filter(|(name, _)| *name != "face_crop")
+        .map(|(_, s)| s.calls)
+        .sum();
+    // The warm-up's jobs count in the callers' counters too.
+    let warmed_jobs = (args.jobs + args.concurrency) as f64;
 
     let table = measures_table([
         ("jobs", args.jobs.to_string()),
         ("jobs in flight (C)", args.concurrency.to_string()),
         ("function latency (L)", format!("{} ms", args.latency_ms)),
         ("faces per image", args.faces.to_string()),
+        (
+            "classifier batch window",
+            format!("{} ms", args.batch_window_ms),
+        ),
+        (
+            "classifier calls per job",
+            format!("{:.3}", classifier_calls as f64 / warmed_jobs),
+        ),
         ("elapsed", format!("{:.2} s", elapsed.as_secs_f64())),
         ("achieved", format!("{achieved:.0} jobs/s")),
         ("bound C / 2L", format!("{bound:.0} jobs/s")),
@@ -105,6 +132,13 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         ),
         ("coordinator CPU per job", format!("{cpu_us_per_job:.0} µs")),
         ("coordinator cores busy", format!("{cores:.2}")),
+        (
+            "functions and image server cores busy",
+            format!(
+                "{functions_cores:.2} (of {} on this machine)",
+                std::thread::available_parallelism().map_or(1, usize::from)
+            ),
+        ),
         (
             "coordinator peak memory (VmHWM)",
             format!("{} MB", peak_memory_mb(std::process::id())),
@@ -171,6 +205,11 @@ pub(crate) struct FunctionsProcess {
 }
 
 impl FunctionsProcess {
+    /// The CPU time the functions and image server have used.
+    pub fn cpu_time(&self) -> anyhow::Result<Duration> {
+        process_cpu_time(&self.child.id().to_string())
+    }
+
     /// Functions of `latency_ms`, the crop finding `faces`, with room for
     /// `concurrency` jobs in flight.
     pub fn start(latency_ms: u64, faces: usize, concurrency: usize) -> anyhow::Result<Self> {
@@ -421,16 +460,22 @@ fn tiny_jpeg() -> anyhow::Result<axum::body::Bytes> {
 
 /// User + system CPU time of this process.
 pub(crate) fn cpu_time() -> anyhow::Result<Duration> {
-    // /proc/self/stat fields 14 and 15: utime and stime in clock ticks.
-    let stat = std::fs::read_to_string("/proc/self/stat")?;
+    process_cpu_time("self")
+}
+
+/// The CPU time `/proc/<process>/stat` shows (`self` or a pid).
+fn process_cpu_time(process: &str) -> anyhow::Result<Duration> {
+    // Fields 14 and 15: utime and stime in clock ticks.
+    let path = format!("/proc/{process}/stat");
+    let stat = std::fs::read_to_string(&path).with_context(|| format!("reading {path}"))?;
     let after_name = stat
         .rsplit_once(')')
         .map(|(_, rest)| rest)
-        .context("/proc/self/stat")?;
+        .with_context(|| path.clone())?;
     let fields: Vec<&str> = after_name.split_whitespace().collect();
     let ticks: u64 = fields
         .get(11..13)
-        .context("/proc/self/stat is short")?
+        .with_context(|| format!("{path} is short"))?
         .iter()
         .map(|f| f.parse::<u64>())
         .sum::<Result<u64, _>>()?;

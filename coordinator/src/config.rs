@@ -67,6 +67,7 @@ impl Default for Config {
                 .map(|name| {
                     let mut model = FunctionConfig::named(name);
                     model.batch_size = Some(DEFAULT_BATCH_SIZE);
+                    model.batch_window = Some(DEFAULT_BATCH_WINDOW);
                     (name.to_owned(), model)
                 })
                 .collect(),
@@ -471,6 +472,11 @@ pub struct MetricsConfig {
 /// under Lambda's 6 MB payload (a 96 px JPEG crop is a few KB).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
+/// How long a model's crops wait for crops of other images to share a call
+/// by default (see [`crate::batcher`]): short beside a job's round trips,
+/// long enough for a busy queue to fill batches.
+pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
+
 /// One function lambdex calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -493,6 +499,10 @@ pub struct FunctionConfig {
     pub timeout: Duration,
     /// Crops per call (classifier models only).
     pub batch_size: Option<usize>,
+    /// How long crops wait for crops of other images to share a call
+    /// (classifier models only); `0s` sends every image's crops alone.
+    #[serde(with = "humantime_serde")]
+    pub batch_window: Option<Duration>,
 }
 
 impl FunctionConfig {
@@ -507,6 +517,11 @@ impl FunctionConfig {
     pub fn batch_size(&self) -> usize {
         self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
     }
+
+    /// How long crops wait to share a call.
+    pub fn batch_window(&self) -> Duration {
+        self.batch_window.unwrap_or(DEFAULT_BATCH_WINDOW)
+    }
 }
 
 impl Default for FunctionConfig {
@@ -520,6 +535,7 @@ impl Default for FunctionConfig {
             concurrency: 1000,
             timeout: Duration::from_secs(30),
             batch_size: None,
+            batch_window: None,
         }
     }
 }
@@ -583,9 +599,10 @@ impl Config {
         if !self.face_crop.enabled {
             return invalid("face_crop.enabled: every job needs the face-crop function".to_owned());
         }
-        if self.face_crop.batch_size.is_some() {
+        if self.face_crop.batch_size.is_some() || self.face_crop.batch_window.is_some() {
             return invalid(
-                "face_crop.batch_size: only classifier models take a batch size".into(),
+                "face_crop.batch_size, face_crop.batch_window: only classifier models take them"
+                    .into(),
             );
         }
         let functions = std::iter::once(("face_crop".to_owned(), &self.face_crop)).chain(

@@ -1,23 +1,43 @@
 //! Fan-out: every configured model gets the image's crops in batches of up
 //! to its batch size; all models and all batches run at once (each model's
 //! caller caps its own concurrency); each model's answers come back in crop
-//! order, or the reason it failed.
+//! order, or the reason it failed. With a batch window, a batch may share
+//! its call with other images' crops ([`crate::batcher`]).
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::{join_all, try_join_all};
 use lambdex_proto::{ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
 
+use crate::batcher::Batcher;
 use crate::billing::Meter;
 use crate::caller::Caller;
+use crate::config::FunctionConfig;
 use crate::invoke::InvokeError;
 
-/// A classifier model as configured: its name, its function, its batch size.
+/// A classifier model as configured: its name, its function, its batch
+/// size, and the batches it shares across images (none without a window).
 #[derive(Debug)]
 pub struct Model {
     pub name: String,
-    pub caller: Caller,
+    pub caller: Arc<Caller>,
     pub batch_size: usize,
+    batcher: Option<Batcher>,
+}
+
+impl Model {
+    pub fn new(name: String, caller: Caller, config: &FunctionConfig) -> Self {
+        let caller = Arc::new(caller);
+        let window = config.batch_window();
+        Self {
+            name,
+            batcher: (!window.is_zero())
+                .then(|| Batcher::new(Arc::clone(&caller), config.batch_size(), window)),
+            caller,
+            batch_size: config.batch_size(),
+        }
+    }
 }
 
 /// One model's predictions for every crop of an image.
@@ -58,13 +78,18 @@ async fn classify_with(
     let started = Instant::now();
     let batch_size = model.batch_size.max(1);
     let answers = try_join_all(crops.chunks(batch_size).map(|batch| async move {
-        let request = ClassifyRequest {
-            crops: batch.to_vec(),
-        };
-        model
-            .caller
-            .call::<_, ClassifyResponse>(&request, meter)
-            .await
+        match &model.batcher {
+            Some(batcher) => batcher.classify(batch.to_vec(), meter).await,
+            None => {
+                let request = ClassifyRequest {
+                    crops: batch.to_vec(),
+                };
+                model
+                    .caller
+                    .call::<_, ClassifyResponse>(&request, meter)
+                    .await
+            }
+        }
     }))
     .await?;
     let mut predictions = Vec::with_capacity(crops.len());

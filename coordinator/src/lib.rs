@@ -12,6 +12,7 @@
 //!   [`breaker`] and fallback, one [`invoke`] per attempt over the client
 //!   from [`lambda_client`];
 //! - [`fanout`]: every model over the crops, in batches, all at once;
+//!   [`batcher`] lets crops of several images share a call;
 //! - [`aggregate`]: the answers joined into a [`lambdex_proto::PredictionDoc`],
 //!   with the [`billing`] of its invocations.
 //!
@@ -34,6 +35,7 @@
 pub mod admin;
 pub mod aggregate;
 pub mod amqp;
+pub mod batcher;
 pub mod bench;
 pub mod bench_pipeline;
 pub mod bench_worker;

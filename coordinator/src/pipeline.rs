@@ -62,11 +62,7 @@ impl Pipeline {
             models: config
                 .models
                 .iter()
-                .map(|(name, model)| Model {
-                    name: name.clone(),
-                    caller: caller(model),
-                    batch_size: model.batch_size(),
-                })
+                .map(|(name, model)| Model::new(name.clone(), caller(model), model))
                 .collect(),
             jobs: Semaphore::new(config.pipeline.max_jobs_in_flight),
             config,

@@ -250,6 +250,79 @@ async fn each_model_gets_the_crops_in_batches_of_its_size() {
     lambda.shutdown().await;
 }
 
+#[tokio::test]
+async fn crops_of_images_in_the_same_batch_window_share_a_call_and_its_bill() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let urls = ["two-faces.jpg", "three-faces.jpg", "astronaut.png"]
+        .map(|name| format!("{images}/{name}"));
+    let host = lambda.host();
+
+    // Each image alone: the reference predictions.
+    let mut alone = config(&lambda);
+    for model in alone.models.values_mut() {
+        model.batch_window = Some(Duration::ZERO);
+    }
+    let alone = pipeline(&lambda, alone);
+    let mut reference = Vec::new();
+    for url in &urls {
+        reference.push(process(&alone, url.clone()).await);
+    }
+    let (age_calls, gender_calls) = (host.invocations("age"), host.invocations("gender"));
+    assert_eq!(age_calls, 3, "one call per image without a window");
+
+    // At once, with a window long enough for all three: age packs the
+    // 2 + 3 + 1 crops into one call of 8; gender, with a batch of 4, needs
+    // two calls whatever the order the images arrive in (an image's crops
+    // are never split between calls).
+    let mut shared = config(&lambda);
+    let age = shared.models.get_mut("age").expect("age");
+    (age.batch_size, age.batch_window) = (Some(8), Some(Duration::from_secs(1)));
+    let gender = shared.models.get_mut("gender").expect("gender");
+    (gender.batch_size, gender.batch_window) = (Some(4), Some(Duration::from_secs(1)));
+    let shared = pipeline(&lambda, shared);
+    let docs =
+        futures::future::join_all(urls.iter().map(|url| process(&shared, url.clone()))).await;
+    assert_eq!(host.invocations("age") - age_calls, 1);
+    assert_eq!(host.invocations("gender") - gender_calls, 2);
+
+    let age_billing = |doc: &PredictionDoc| {
+        doc.billing
+            .as_ref()
+            .and_then(|b| b.functions.iter().find(|f| f.function == "age").cloned())
+            .expect("age billed")
+    };
+    for (doc, alone) in docs.iter().zip(&reference) {
+        assert_labelled(doc, alone.faces.len());
+        for (face, face_alone) in doc.faces.iter().zip(&alone.faces) {
+            let (years, years_alone) = (
+                face.age.expect("age").years,
+                face_alone.age.expect("age").years,
+            );
+            assert!(
+                (years - years_alone).abs() < 0.05,
+                "{years} against {years_alone}"
+            );
+            let (gender, gender_alone) = (
+                face.gender.expect("gender"),
+                face_alone.gender.expect("gender"),
+            );
+            assert_eq!(gender.label, gender_alone.label);
+            assert!((gender.probability - gender_alone.probability).abs() < 0.005);
+        }
+        // One call, billed to each image in proportion to its crops.
+        let billing = age_billing(doc);
+        assert_eq!(billing.requests, 1);
+        let per_face = billing.gb_seconds / doc.faces.len() as f64;
+        let first = age_billing(&docs[0]).gb_seconds / docs[0].faces.len() as f64;
+        assert!(
+            (per_face - first).abs() < 1e-12,
+            "{per_face} against {first}"
+        );
+    }
+    lambda.shutdown().await;
+}
+
 /// The age model, failing its first `failures` invocations with a
 /// retryable `ModelFailure`.
 #[derive(Debug)]
