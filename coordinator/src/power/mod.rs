@@ -34,6 +34,29 @@ use cost::{Prices, Reference, ReferenceFigure};
 use measure::{Payload, Plan};
 use summary::{FunctionFigures, PipelineFigures};
 
+/// How the classifiers get their crops, and so how many calls an image
+/// costs them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Batching {
+    /// Crops of several images share full batches (the batch window on a
+    /// queue busy enough to fill one): a model gets faces / batch size
+    /// calls per image, each a full batch.
+    Shared,
+    /// Each image's crops go alone (`batch_window = "0s"`, or a quiet
+    /// queue): ceil(faces / batch size) calls per image.
+    PerImage,
+}
+
+impl Batching {
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Shared => "shared",
+            Self::PerImage => "per-image",
+        }
+    }
+}
+
 /// The functions the bench can tune.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Function {
@@ -75,6 +98,9 @@ pub struct PowerBenchArgs {
     /// New instances per memory size, each measured as a cold start.
     #[arg(long, default_value_t = 3)]
     cold_starts: usize,
+    /// How the classifiers' calls are filled.
+    #[arg(long, value_enum, default_value = "shared")]
+    batching: Batching,
     /// Share of calls that start cold, for the cost cold starts add.
     #[arg(long, default_value_t = 0.01)]
     cold_start_rate: f64,
@@ -110,6 +136,7 @@ pub struct PowerReport {
     pub invocations: usize,
     pub cold_starts: usize,
     pub cold_start_rate: f64,
+    pub batching: Batching,
     pub images: Vec<ImageInfo>,
     pub prices: Prices,
     /// Calls per image for each function of the pipeline.
@@ -147,7 +174,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
         None => models::models_dir()?,
     };
     let photos = photos(&args.image)?;
-    let requests = Requests::build(&models_dir, &photos)?;
+    let requests = Requests::build(&models_dir, &photos, args.batching)?;
     if requests.classify.is_empty() && args.function.iter().any(|f| *f != Function::FaceCrop) {
         bail!("none of the photos shows a face: the classifiers need face crops to measure");
     }
@@ -189,6 +216,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
         invocations: plan.invocations,
         cold_starts: plan.cold_starts,
         cold_start_rate: args.cold_start_rate,
+        batching: args.batching,
         images: photos
             .iter()
             .zip(&requests.faces)
@@ -199,8 +227,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
             .collect(),
         prices: reference.prices,
         calls_per_image: requests.calls_per_image.clone(),
-        faces_per_classifier_call: requests.faces.iter().sum::<usize>() as f64
-            / requests.classify.len().max(1) as f64,
+        faces_per_classifier_call: requests.faces_per_classifier_call,
         functions,
         pipeline,
         reference: reference.reference,
@@ -283,20 +310,25 @@ struct Requests {
     face_crop: Vec<Payload>,
     classify: Vec<Payload>,
     faces: Vec<usize>,
+    faces_per_classifier_call: f64,
     calls_per_image: BTreeMap<String, f64>,
 }
 
 impl Requests {
-    /// Face-crop gets each photo; the classifiers get each photo's crops
+    /// Face-crop gets each photo; the classifiers get the photos' crops
     /// (found here, in-process, as face-crop finds them) in batches of the
-    /// configured size, as the pipeline sends them.
-    fn build(models_dir: &Path, photos: &[Photo]) -> anyhow::Result<Self> {
+    /// configured size, as the pipeline sends them with `batching`.
+    fn build(models_dir: &Path, photos: &[Photo], batching: Batching) -> anyhow::Result<Self> {
         let cropper = FaceCropper::load(models_dir, FaceCropConfig::from_env()?)?;
         let config = Config::default();
+        let batch_size = config
+            .models
+            .values()
+            .map(|m| m.batch_size())
+            .min()
+            .unwrap_or(1);
         let mut face_crop = Vec::with_capacity(photos.len());
-        let mut classify = Vec::new();
-        let mut faces = Vec::with_capacity(photos.len());
-        let mut model_calls: BTreeMap<String, usize> = BTreeMap::new();
+        let mut crops_per_photo = Vec::with_capacity(photos.len());
         for photo in photos {
             let request = FaceCropRequest {
                 image: Base64Bytes(photo.bytes.clone()),
@@ -304,38 +336,69 @@ impl Requests {
             let response = cropper
                 .crop(&request)
                 .map_err(|error| anyhow::anyhow!("{}: {error}", photo.name))?;
-            faces.push(response.faces.len());
             face_crop.push(Payload {
                 image: photo.name.clone(),
                 body: serde_json::to_vec(&request)?,
             });
             let crops: Vec<_> = response.faces.into_iter().map(|f| f.crop).collect();
-            for (model, model_config) in &config.models {
-                let batches = crops.len().div_ceil(model_config.batch_size());
-                *model_calls.entry(model.clone()).or_default() += batches;
+            crops_per_photo.push((photo.name.clone(), crops));
+        }
+        let faces: Vec<usize> = crops_per_photo.iter().map(|(_, c)| c.len()).collect();
+        let mean_faces = faces.iter().sum::<usize>() as f64 / photos.len().max(1) as f64;
+
+        let mut classify = Vec::new();
+        let mut crops_sent = 0;
+        let mut calls_per_image = BTreeMap::new();
+        match batching {
+            Batching::PerImage => {
+                for (photo, crops) in &crops_per_photo {
+                    for batch in crops.chunks(batch_size) {
+                        crops_sent += batch.len();
+                        classify.push(Payload {
+                            image: photo.clone(),
+                            body: serde_json::to_vec(&ClassifyRequest {
+                                crops: batch.to_vec(),
+                            })?,
+                        });
+                    }
+                }
+                for (model, model_config) in &config.models {
+                    let calls: usize = faces
+                        .iter()
+                        .map(|n| n.div_ceil(model_config.batch_size()))
+                        .sum();
+                    calls_per_image.insert(model.clone(), calls as f64 / photos.len() as f64);
+                }
             }
-            let batch_size = config
-                .models
-                .values()
-                .map(|m| m.batch_size())
-                .min()
-                .unwrap_or(1);
-            for batch in crops.chunks(batch_size) {
-                classify.push(Payload {
-                    image: photo.name.clone(),
-                    body: serde_json::to_vec(&ClassifyRequest {
-                        crops: batch.to_vec(),
-                    })?,
-                });
+            Batching::Shared => {
+                // One full batch: every photo's crops in turn, as many
+                // images' crops as it takes.
+                let crops: Vec<_> = crops_per_photo
+                    .iter()
+                    .flat_map(|(_, crops)| crops)
+                    .cycle()
+                    .take(batch_size)
+                    .cloned()
+                    .collect();
+                if !crops.is_empty() {
+                    crops_sent += crops.len();
+                    classify.push(Payload {
+                        image: format!("{batch_size} crops of the photos"),
+                        body: serde_json::to_vec(&ClassifyRequest { crops })?,
+                    });
+                }
+                for (model, model_config) in &config.models {
+                    calls_per_image.insert(
+                        model.clone(),
+                        mean_faces / model_config.batch_size() as f64,
+                    );
+                }
             }
         }
-        let mut calls_per_image: BTreeMap<String, f64> = model_calls
-            .into_iter()
-            .map(|(model, calls)| (model, calls as f64 / photos.len() as f64))
-            .collect();
         calls_per_image.insert(Function::FaceCrop.name().to_owned(), 1.0);
         Ok(Self {
             face_crop,
+            faces_per_classifier_call: crops_sent as f64 / classify.len().max(1) as f64,
             classify,
             faces,
             calls_per_image,

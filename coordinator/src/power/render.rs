@@ -6,7 +6,7 @@ use std::fmt::Write as _;
 use comfy_table::{Table, presets::ASCII_MARKDOWN};
 
 use super::summary::{MODEL_TARGET_USD, PIPELINE_TARGET_USD};
-use super::{Function, PowerReport};
+use super::{Batching, Function, PowerReport};
 
 fn usd(value: f64) -> String {
     if value >= 100.0 {
@@ -45,6 +45,15 @@ pub fn markdown(report: &PowerReport) -> String {
         report.cold_starts,
         report.invocations,
         images.join(", ")
+    );
+    let _ = writeln!(
+        out,
+        "The classifiers get the photos' crops {} ({:.2} faces a call); `--batching` chooses.\n",
+        match report.batching {
+            Batching::Shared => "in full batches shared across images, as the batch window sends them on a busy queue",
+            Batching::PerImage => "image by image, each image's crops in calls of their own",
+        },
+        report.faces_per_classifier_call
     );
     let _ = writeln!(
         out,
@@ -108,19 +117,29 @@ pub fn markdown(report: &PowerReport) -> String {
             Some(best) => {
                 let _ = write!(
                     out,
-                    "Best: {} MB, {} per 8M calls on x86 ({} on arm64); target ≤ {} per 8M predictions, a call each: {}. ",
+                    "Best: {} MB, {} per 8M calls on x86 ({} on arm64). ",
                     best.memory_mb,
                     usd(best.x86.per_8m_usd),
                     usd(best.arm64.per_8m_usd),
-                    usd(MODEL_TARGET_USD),
-                    met(best.x86.per_8m_usd, MODEL_TARGET_USD)
                 );
-                if function.function != Function::FaceCrop.name() {
-                    let faces = report.faces_per_classifier_call;
+                if function.function == Function::FaceCrop.name() {
                     let _ = write!(
                         out,
-                        "The calls carried {faces:.2} faces each on average: {} per 8M faces. ",
-                        usd(best.x86.per_8m_usd / faces.max(1.0))
+                        "Target ≤ {} per 8M predictions (an image each): {}. ",
+                        usd(MODEL_TARGET_USD),
+                        met(best.x86.per_8m_usd, MODEL_TARGET_USD)
+                    );
+                } else {
+                    let faces = report.faces_per_classifier_call.max(1.0);
+                    let per_face = best.x86.per_8m_usd / faces;
+                    let _ = write!(
+                        out,
+                        "The calls carried {faces:.2} faces each ({} batching): {} per 8M faces. \
+                         Target ≤ {} per 8M predictions (a face each): {}. ",
+                        report.batching.name(),
+                        usd(per_face),
+                        usd(MODEL_TARGET_USD),
+                        met(per_face, MODEL_TARGET_USD)
                     );
                 }
                 let _ = writeln!(
@@ -163,10 +182,17 @@ pub fn markdown(report: &PowerReport) -> String {
             let _ = writeln!(out, "{table}\n");
             let _ = writeln!(
                 out,
-                "Target ≤ {} per 8M images: {}. Calls per image: a model gets ceil(faces / batch size) calls, over the photos measured; \
+                "Target ≤ {} per 8M images: {}. Calls per image, over the photos measured: {}; \
                  an image without faces would cost face-crop alone.\n",
                 usd(PIPELINE_TARGET_USD),
-                met(pipeline.x86_per_8m_usd, PIPELINE_TARGET_USD)
+                met(pipeline.x86_per_8m_usd, PIPELINE_TARGET_USD),
+                match report.batching {
+                    Batching::Shared =>
+                        "a model gets faces / batch size calls, crops of several images sharing full batches \
+                         (the batch window on a queue busy enough to fill them)",
+                    Batching::PerImage =>
+                        "a model gets ceil(faces / batch size) calls, each image's crops alone",
+                }
             );
         }
         None => {
