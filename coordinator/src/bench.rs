@@ -91,8 +91,8 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
     // The networks alone, against onnxruntime.
     let front_input = detector.front().input(&image, whole);
     let back_input = detector.back().input(&image, whole);
-    let age_input = age.input(std::slice::from_ref(&chip));
-    let gender_input = gender.input(std::slice::from_ref(&chip));
+    let age_input = age.input(&chip);
+    let gender_input = gender.input(&chip);
     let model_ms = [
         median_ms(n, || detector.front().infer(front_input.clone())),
         median_ms(n, || detector.back().infer(back_input.clone())),

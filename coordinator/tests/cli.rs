@@ -296,6 +296,59 @@ fn bench_power_measures_each_memory_size_and_writes_its_report() {
 }
 
 #[test]
+fn bench_power_prices_a_classifier_per_image_or_in_batches_shared_across_images() {
+    let photo = fixture("astronaut.png");
+    let run = |batching: &str| -> serde_json::Value {
+        let out = tempfile::tempdir().expect("a temp dir");
+        let output = lambdex(&[
+            "bench",
+            "power",
+            "--function",
+            "gender",
+            "--memory",
+            "1769",
+            "--invocations",
+            "2",
+            "--cold-starts",
+            "1",
+            "--batching",
+            batching,
+            "--image",
+            photo.to_str().expect("a UTF-8 path"),
+            "--out",
+            out.path().to_str().expect("a UTF-8 path"),
+            "--json",
+        ]);
+        assert!(output.status.success(), "{output:?}");
+        serde_json::from_slice(&output.stdout).expect("JSON")
+    };
+    let batch = lambdex::config::DEFAULT_BATCH_SIZE as f64;
+    // One face a photo: alone, a call per image carrying that face;
+    // shared, full batches, a batch's worth of images per call.
+    let alone = run("per-image");
+    assert_eq!(alone["batching"], "per-image");
+    assert_eq!(alone["faces_per_classifier_call"], 1.0);
+    assert_eq!(alone["calls_per_image"]["gender"], 1.0);
+    let shared = run("shared");
+    assert_eq!(shared["batching"], "shared");
+    assert_eq!(shared["faces_per_classifier_call"], batch);
+    assert_eq!(shared["calls_per_image"]["gender"], 1.0 / batch);
+    // A full batch takes longer than one face, but far less than a batch
+    // of single calls.
+    let p50 = |report: &serde_json::Value| {
+        report["functions"][0]["sizes"][0]["p50_ms"]
+            .as_f64()
+            .expect("a p50")
+    };
+    assert!(
+        p50(&shared) > p50(&alone) && p50(&shared) < batch * p50(&alone),
+        "shared {} ms, alone {} ms",
+        p50(&shared),
+        p50(&alone)
+    );
+}
+
+#[test]
 fn bench_power_refuses_a_memory_size_lambda_does_not_allow() {
     let output = lambdex(&["bench", "power", "--memory", "64", "--invocations", "1"]);
     assert!(!output.status.success());

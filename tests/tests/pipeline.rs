@@ -473,7 +473,10 @@ async fn throttling_at_the_reserved_concurrency_is_waited_out_and_every_job_succ
     let images = image_server().await;
     let mut config = config(&lambda);
     config.retry.max_attempts = 20;
-    config.models.get_mut("age").expect("age").function = "age-reserved".to_owned();
+    let age = config.models.get_mut("age").expect("age");
+    age.function = "age-reserved".to_owned();
+    // Each image's crops alone: six concurrent calls for one instance.
+    age.batch_window = Some(Duration::ZERO);
     let pipeline = pipeline(&lambda, config);
 
     let docs = futures::future::join_all(

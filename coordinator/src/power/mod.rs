@@ -388,10 +388,8 @@ impl Requests {
                     });
                 }
                 for (model, model_config) in &config.models {
-                    calls_per_image.insert(
-                        model.clone(),
-                        mean_faces / model_config.batch_size() as f64,
-                    );
+                    calls_per_image
+                        .insert(model.clone(), mean_faces / model_config.batch_size() as f64);
                 }
             }
         }

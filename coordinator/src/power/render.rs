@@ -50,7 +50,8 @@ pub fn markdown(report: &PowerReport) -> String {
         out,
         "The classifiers get the photos' crops {} ({:.2} faces a call); `--batching` chooses.\n",
         match report.batching {
-            Batching::Shared => "in full batches shared across images, as the batch window sends them on a busy queue",
+            Batching::Shared =>
+                "in full batches shared across images, as the batch window sends them on a busy queue",
             Batching::PerImage => "image by image, each image's crops in calls of their own",
         },
         report.faces_per_classifier_call
