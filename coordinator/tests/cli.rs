@@ -235,31 +235,35 @@ fn a_new_token_hashes_to_its_entry_and_the_admin_needs_one_to_start() {
     assert!(stderr.contains("admin.tokens is empty"), "{stderr}");
 }
 
+/// `lambdex bench power` with `args` on the astronaut, one cold start per
+/// size, its report written to `out`; the JSON it prints.
+fn bench_power(out: &std::path::Path, args: &[&str]) -> serde_json::Value {
+    let photo = fixture("astronaut.png");
+    let mut all = vec!["bench", "power", "--cold-starts", "1", "--json"];
+    all.extend(["--image", photo.to_str().expect("a UTF-8 path")]);
+    all.extend(["--out", out.to_str().expect("a UTF-8 path")]);
+    all.extend(args);
+    let output = lambdex(&all);
+    assert!(output.status.success(), "{output:?}");
+    serde_json::from_slice(&output.stdout).expect("JSON")
+}
+
 /// The power bench on a small scale: face-crop at 128 MB (7 % of a core)
 /// and at 1769 MB (a whole core), with the report in all three forms.
 #[test]
 fn bench_power_measures_each_memory_size_and_writes_its_report() {
     let out = tempfile::tempdir().expect("a temp dir");
-    let photo = fixture("astronaut.png");
-    let output = lambdex(&[
-        "bench",
-        "power",
-        "--function",
-        "face-crop",
-        "--memory",
-        "128,1769",
-        "--invocations",
-        "4",
-        "--cold-starts",
-        "1",
-        "--image",
-        photo.to_str().expect("a UTF-8 path"),
-        "--out",
-        out.path().to_str().expect("a UTF-8 path"),
-        "--json",
-    ]);
-    assert!(output.status.success(), "{output:?}");
-    let report: serde_json::Value = serde_json::from_slice(&output.stdout).expect("JSON");
+    let report = bench_power(
+        out.path(),
+        &[
+            "--function",
+            "face-crop",
+            "--memory",
+            "128,1769",
+            "--invocations",
+            "4",
+        ],
+    );
     let sizes = report["functions"][0]["sizes"].as_array().expect("sizes");
     assert_eq!(sizes.len(), 2, "{report}");
     let p50 = |i: usize| sizes[i]["p50_ms"].as_f64().expect("a p50");
@@ -297,30 +301,21 @@ fn bench_power_measures_each_memory_size_and_writes_its_report() {
 
 #[test]
 fn bench_power_prices_a_classifier_per_image_or_in_batches_shared_across_images() {
-    let photo = fixture("astronaut.png");
-    let run = |batching: &str| -> serde_json::Value {
+    let run = |batching: &str| {
         let out = tempfile::tempdir().expect("a temp dir");
-        let output = lambdex(&[
-            "bench",
-            "power",
-            "--function",
-            "gender",
-            "--memory",
-            "1769",
-            "--invocations",
-            "2",
-            "--cold-starts",
-            "1",
-            "--batching",
-            batching,
-            "--image",
-            photo.to_str().expect("a UTF-8 path"),
-            "--out",
-            out.path().to_str().expect("a UTF-8 path"),
-            "--json",
-        ]);
-        assert!(output.status.success(), "{output:?}");
-        serde_json::from_slice(&output.stdout).expect("JSON")
+        bench_power(
+            out.path(),
+            &[
+                "--function",
+                "gender",
+                "--memory",
+                "1769",
+                "--invocations",
+                "2",
+                "--batching",
+                batching,
+            ],
+        )
     };
     let batch = lambdex::config::DEFAULT_BATCH_SIZE as f64;
     // One face a photo: alone, a call per image carrying that face;

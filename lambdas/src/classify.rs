@@ -83,7 +83,7 @@ impl Classifier {
         let (id, _, side) = task.model();
         Ok(Self {
             task,
-            plan: file.plan(&input_shape(side))?,
+            plan: file.plan(&[1, 3, side as usize, side as usize])?,
             info: ModelInfo {
                 id: id.to_owned(),
                 sha256: file.sha256.clone(),
@@ -149,12 +149,6 @@ impl Classifier {
         let values = f32_values(output).map_err(|error| ClassifyError(format!("{error:#}")))?;
         Ok(values.to_vec())
     }
-}
-
-/// The nets' NCHW input shape: one crop.
-fn input_shape(side: u32) -> [Option<usize>; 4] {
-    let side = side as usize;
-    [Some(1), Some(3), Some(side), Some(side)]
 }
 
 /// The years each of the age net's 81 bins stands for: 0.25 (a baby), then

@@ -88,7 +88,7 @@ impl BlazeFace {
     pub fn load(file: &OnnxFile, size: usize) -> Result<Self, LoadError> {
         Ok(Self {
             size,
-            plan: file.plan(&[Some(1), Some(size), Some(size), Some(3)])?,
+            plan: file.plan(&[1, size, size, 3])?,
             anchors: anchors(),
         })
     }

@@ -61,17 +61,11 @@ impl OnnxFile {
         })
     }
 
-    /// Builds the runnable plan for an f32 input 0 of the given shape;
-    /// `None` leaves that axis free (a batch of any size).
-    pub fn plan(&self, input_shape: &[Option<usize>]) -> Result<Plan, LoadError> {
+    /// Builds the runnable plan for an f32 input 0 of the given shape.
+    pub fn plan(&self, input_shape: &[usize]) -> Result<Plan, LoadError> {
         let build = || -> TractResult<Plan> {
             let mut model = tract_onnx::onnx().model_for_proto_model(&self.proto)?;
-            let free = model.symbols.sym("N");
-            let shape: TVec<TDim> = input_shape
-                .iter()
-                .map(|axis| axis.map_or_else(|| TDim::Sym(free.clone()), TDim::from))
-                .collect();
-            model.set_input_fact(0, f32::fact(shape).into())?;
+            model.set_input_fact(0, f32::fact(input_shape).into())?;
             model.into_optimized()?.into_runnable()
         };
         build().map_err(|error| model_error(&self.path, &error))
