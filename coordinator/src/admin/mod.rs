@@ -28,6 +28,7 @@ use axum::routing::{get, post};
 use elasticsearch::Elasticsearch;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
+use tower_http::limit::RequestBodyLimitLayer;
 
 pub use auth::{Auth, hash_token, new_token};
 pub use openapi::ApiDoc;
@@ -117,7 +118,14 @@ pub fn router(state: Arc<AdminState>) -> Router {
         .route("/readyz", get(health::readyz))
         .route("/metrics", get(health::metrics))
         .route("/openapi.json", get(openapi::document))
-        .layer(DefaultBodyLimit::max(state.config.admin.max_body_bytes))
+        // A Content-Length over the cap is refused before a byte of the
+        // body is read: a client that sent `Expect: 100-continue` (curl
+        // does, for large bodies) gets the 413 without uploading. A body
+        // without a length is cut off at the cap as it streams.
+        .layer(DefaultBodyLimit::disable())
+        .layer(RequestBodyLimitLayer::new(
+            state.config.admin.max_body_bytes,
+        ))
         .with_state(state)
 }
 
