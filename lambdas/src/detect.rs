@@ -6,8 +6,9 @@
 //! back model, so a face that is a tenth of a wide photo is still seen at a
 //! size the model detects. Each pass letterboxes its region to the model's
 //! input with fast_image_resize (1.7 → 0.3 ms for both passes on a 512-px
-//! photo against `image`'s `thumbnail`). Every pass maps its boxes and keypoints back to
-//! original pixels; weighted non-max suppression merges what overlaps.
+//! photo against `image`'s `thumbnail`). Every pass maps its boxes and
+//! keypoints back to original pixels; weighted non-max suppression merges
+//! what overlaps.
 
 use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
