@@ -5,7 +5,7 @@ use image::RgbImage;
 use lambdex_proto::{AgeBin, AgePrediction, Gender, GenderPrediction, ModelInfo, Prediction};
 use tract_onnx::prelude::*;
 
-use crate::onnx::{LoadError, OnnxFile, Plan, f32_values};
+use crate::onnx::{self, LoadError, OnnxFile, Plan, f32_values};
 use crate::resize::shrink_to;
 
 /// dlib's per-channel means; pixels are fed as (byte − mean) / 256.
@@ -139,10 +139,8 @@ impl Classifier {
 
     /// Runs the net on one crop's input; returns its output values.
     pub fn infer(&self, input: Tensor) -> Result<Vec<f32>, ClassifyError> {
-        let outputs = self
-            .plan
-            .run(tvec!(input.into()))
-            .map_err(|error| ClassifyError(format!("{error:#}")))?;
+        let outputs =
+            onnx::run(&self.plan, input).map_err(|error| ClassifyError(format!("{error:#}")))?;
         let output = outputs
             .first()
             .ok_or_else(|| ClassifyError("the model has no output".into()))?;

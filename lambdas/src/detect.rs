@@ -16,7 +16,7 @@ use image::RgbImage;
 use tract_onnx::prelude::*;
 
 use crate::nms::{Overlap, weighted_nms};
-use crate::onnx::{LoadError, OnnxFile, Plan, f32_values};
+use crate::onnx::{self, LoadError, OnnxFile, Plan, f32_values};
 
 /// One face in original image pixels.
 #[derive(Debug, Clone, PartialEq)]
@@ -137,9 +137,7 @@ impl BlazeFace {
 
     /// Runs the network on a letterboxed input.
     pub fn infer(&self, input: Tensor) -> Result<TVec<TValue>, DetectError> {
-        self.plan
-            .run(tvec!(input.into()))
-            .map_err(|error| DetectError(format!("{error:#}")))
+        onnx::run(&self.plan, input).map_err(|error| DetectError(format!("{error:#}")))
     }
 
     /// The network's input for `region` of `image` (see [`Self::letterbox`]).

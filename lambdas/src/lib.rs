@@ -14,7 +14,8 @@
 //!   [`resize`] fits them to the net's input.
 //! - [`handler`]: the functions' entry points; [`error`] their error answers.
 //!
-//! [`onnx`] loads weights into tract with the fixes these files need;
+//! [`onnx`] loads weights into tract with the fixes these files need, and
+//! [`kernels`] swaps in faster kernels for the BlazeFace layers tract runs slowly;
 //! [`models`] finds the weights on disk. [`runtime`] serves the handlers
 //! through the Lambda Runtime API.
 //!
@@ -28,6 +29,7 @@ pub mod detect;
 pub mod error;
 pub mod face_crop;
 pub mod handler;
+pub mod kernels;
 pub mod local;
 pub mod models;
 pub mod nms;

@@ -247,3 +247,46 @@ fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
         }
     }
 }
+
+#[test]
+fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
+    use lambdex_lambdas::{kernels, onnx, onnx::OnnxFile};
+    use tract_onnx::prelude::*;
+
+    // Swapped ops per model: 3×3 depthwise convolutions (stride 1 and 2),
+    // 2×2 max pools, residual sums with their ReLU.
+    for (file, size, swapped) in [
+        (models::BLAZEFACE_FRONT, 128, 13 + 3 + 3 + 16),
+        (models::BLAZEFACE_BACK, 256, 28 + 4 + 3 + 31),
+    ] {
+        let onnx = OnnxFile::read(&models_dir().join(file)).expect("reads");
+        let shape = [1, size, size, 3];
+        let mut model = onnx.typed_model(&shape).expect("loads");
+        assert_eq!(
+            kernels::substitute(&mut model).expect("swaps"),
+            swapped,
+            "{file}"
+        );
+
+        let photo = imageops::resize(&astronaut(), size as u32, size as u32, imageops::Triangle);
+        let pixels = photo
+            .pixels()
+            .flat_map(|p| p.0.map(|v| v as f32 / 127.5 - 1.0));
+        let input = tract_ndarray::Array4::from_shape_vec(shape, pixels.collect()).expect("fits");
+        let input: Tensor = input.into();
+        let run = |plan: onnx::Plan| plan.run(tvec![input.clone().into()]).expect("runs");
+        let ours = run(onnx.plan(&shape).expect("plans"));
+        let tracts = run(onnx.tract_plan(&shape).expect("plans"));
+        for (a, b) in ours.iter().zip(&tracts) {
+            let a = onnx::f32_values(a).expect("f32 output");
+            let b = onnx::f32_values(b).expect("f32 output");
+            assert_eq!(a.len(), b.len());
+            for (x, y) in a.iter().zip(b) {
+                assert!(
+                    (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                    "{file}: {x} against {y}"
+                );
+            }
+        }
+    }
+}
