@@ -15,9 +15,9 @@
 //! - [`handler`]: the functions' entry points; [`error`] their error answers.
 //!
 //! [`onnx`] loads weights into tract with the fixes these files need, and
-//! [`kernels`] swaps in faster kernels for the BlazeFace layers tract runs slowly;
-//! [`models`] finds the weights on disk. [`runtime`] serves the handlers
-//! through the Lambda Runtime API.
+//! [`kernels`] swaps in our own kernels for the BlazeFace layers tract runs
+//! slowly; [`models`] finds the weights on disk. [`runtime`] serves the
+//! handlers through the Lambda Runtime API.
 //!
 //! [`local`] is the local Lambda: the Invoke API and a Runtime API per
 //! instance, for the binaries and for in-process handlers.
