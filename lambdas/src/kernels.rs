@@ -334,14 +334,11 @@ impl EvalOp for Depthwise3x3 {
                     .checked_sub(top)
                     .filter(|&y| y < h)
                     .map(|y| &plane[y * w..][..w]);
-                let [first, rest @ ..] = &mut phases[..] else {
-                    unreachable!()
-                };
-                let first = &mut first[r * cols..][..cols];
-                match rest {
-                    [] => pad_row(row, left, first),
-                    [second] => split_row(row, left, first, &mut second[r * cols..][..cols]),
-                    _ => unreachable!("stride is 1 or 2"),
+                let at = r * cols..(r + 1) * cols;
+                match &mut phases[..] {
+                    [padded] => pad_row(row, left, &mut padded[at]),
+                    [even, odd] => split_row(row, left, &mut even[at.clone()], &mut odd[at]),
+                    _ => unreachable!("the stride is 1 or 2"),
                 }
             }
             let channel = p % c;
