@@ -274,9 +274,10 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
             .flat_map(|p| p.0.map(|v| v as f32 / 127.5 - 1.0));
         let input = tract_ndarray::Array4::from_shape_vec(shape, pixels.collect()).expect("fits");
         let input: Tensor = input.into();
-        let run = |plan: onnx::Plan| plan.run(tvec![input.clone().into()]).expect("runs");
+        let run = |plan: onnx::Plan| onnx::run(&plan, input.clone()).expect("runs");
         let ours = run(onnx.plan(&shape).expect("plans"));
         let tracts = run(onnx.tract_plan(&shape).expect("plans"));
+        assert_eq!(ours.len(), tracts.len());
         for (a, b) in ours.iter().zip(&tracts) {
             let a = onnx::f32_values(a).expect("f32 output");
             let b = onnx::f32_values(b).expect("f32 output");
