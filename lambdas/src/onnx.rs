@@ -96,8 +96,9 @@ impl OnnxFile {
             kernels::substitute(&mut model)?;
             // tract's direct convolution for BlazeFace-256's first layer
             // (5×5, stride 2, 3 → 24 channels) took 1.25 ms on an AVX-512
-            // x86 core; im2col and a matrix product take 0.95. No other
-            // layer of our models is one tract would run directly.
+            // x86 core in a one-off per-layer profile; im2col and a matrix
+            // product took 0.95. No other layer of our models is one tract
+            // would run directly.
             let scope = KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")])?;
             scope.enter(|| model.into_optimized())?.into_runnable()
         };
