@@ -3,8 +3,8 @@
 
 use chrono::Utc;
 use lambdex_proto::{
-    AgeDoc, BBox, FaceCropResponse, FaceDoc, Failure, GenderDoc, ImageSize, Job, ModelRole,
-    ModelUsed, Prediction, PredictionDoc, SchemaVersion, StageTiming, Status,
+    AgeDoc, BBox, Base64Text, FaceCropResponse, FaceDoc, Failure, GenderDoc, ImageSize, Job,
+    ModelRole, ModelUsed, Prediction, PredictionDoc, SchemaVersion, StageTiming, Status,
 };
 
 use crate::fanout::ModelResult;
@@ -62,7 +62,7 @@ pub fn failed(
 /// original.
 #[derive(Debug, Clone)]
 pub struct Cropped {
-    pub response: FaceCropResponse,
+    pub response: FaceCropResponse<Base64Text>,
     pub function_version: Option<String>,
     /// Sent pixels per original pixel.
     pub scale: f64,

@@ -19,7 +19,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use lambdex_lambdas::local::Report;
-use lambdex_proto::{ClassifyRequest, ClassifyResponse, Crop};
+use lambdex_proto::{Base64Text, ClassifyRequest, ClassifyResponse, Crop};
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 
@@ -40,7 +40,7 @@ pub struct Batcher {
 /// One image's crops, waiting for a batch.
 #[derive(Debug)]
 struct Piece {
-    crops: Vec<Crop>,
+    crops: Vec<Crop<Base64Text>>,
     reply: oneshot::Sender<Reply>,
 }
 
@@ -71,7 +71,7 @@ impl Batcher {
     /// images; this image's share of the call's bill goes to `meter`.
     pub async fn classify(
         &self,
-        crops: Vec<Crop>,
+        crops: Vec<Crop<Base64Text>>,
         meter: &Meter,
     ) -> Result<Answer<ClassifyResponse>, InvokeError> {
         debug_assert!(crops.len() <= self.batch_size);

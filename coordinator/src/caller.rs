@@ -8,7 +8,7 @@
 //! before any backoff.
 
 use std::num::NonZeroU32;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use aws_sdk_lambda::Client;
@@ -79,6 +79,9 @@ pub struct Caller {
     budget: RetryBudget,
     breaker: Breaker,
     counters: Counters,
+    /// The size of the last request: what the next one's buffer starts
+    /// with, so that a request of crops is not copied as it grows.
+    payload_hint: AtomicUsize,
 }
 
 impl Caller {
@@ -102,6 +105,7 @@ impl Caller {
             budget: RetryBudget::new(retry),
             breaker: Breaker::new(breaker.failure_threshold, breaker.cooldown),
             counters: Counters::default(),
+            payload_hint: AtomicUsize::new(0),
         }
     }
 
@@ -134,10 +138,12 @@ impl Caller {
     ) -> Result<Answer<A>, InvokeError> {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
         self.budget.deposit();
-        let payload = serde_json::to_vec(request).map_err(|error| InvokeError::BadAnswer {
+        let mut payload = Vec::with_capacity(self.payload_hint.load(Ordering::Relaxed));
+        serde_json::to_writer(&mut payload, request).map_err(|error| InvokeError::BadAnswer {
             function: self.function.clone(),
             reason: format!("cannot serialise the request: {error}"),
         })?;
+        self.payload_hint.store(payload.len(), Ordering::Relaxed);
         let primary = match self.breaker.admit() {
             Admission::Rejected => Err(InvokeError::CircuitOpen {
                 function: self.function.clone(),

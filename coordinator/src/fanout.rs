@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::{join_all, try_join_all};
-use lambdex_proto::{ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
+use lambdex_proto::{Base64Text, ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
 
 use crate::batcher::Batcher;
 use crate::billing::Meter;
@@ -59,7 +59,7 @@ pub struct ModelResult {
 /// `models` order.
 pub async fn classify_all(
     models: &[Model],
-    crops: &[Crop],
+    crops: &[Crop<Base64Text>],
     meter: &Meter,
 ) -> Vec<Result<ModelResult, InvokeError>> {
     join_all(
@@ -72,7 +72,7 @@ pub async fn classify_all(
 
 async fn classify_with(
     model: &Model,
-    crops: &[Crop],
+    crops: &[Crop<Base64Text>],
     meter: &Meter,
 ) -> Result<ModelResult, InvokeError> {
     let started = Instant::now();

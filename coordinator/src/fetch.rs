@@ -17,6 +17,9 @@ use crate::ssrf::{Guard, Refused, refusal_in};
 
 /// Bytes enough for `image::guess_format` to tell every supported format.
 const SNIFF_BYTES: usize = 16;
+/// The most a download's buffer reserves from its `Content-Length` before
+/// any byte arrives; bigger bodies grow it as they come.
+const PREALLOCATE_MAX_BYTES: usize = 1024 * 1024;
 
 /// A downloaded image.
 #[derive(Debug, Clone)]
@@ -192,7 +195,15 @@ impl Fetcher {
         {
             return Err(too_large());
         }
-        let mut body = Vec::new();
+        // Sized once from the header, up to a bound: a server may announce
+        // more than it sends.
+        let mut body = Vec::with_capacity(
+            response
+                .content_length()
+                .and_then(|length| usize::try_from(length).ok())
+                .unwrap_or(0)
+                .min(PREALLOCATE_MAX_BYTES),
+        );
         let mut format = None;
         while let Some(chunk) = response
             .chunk()

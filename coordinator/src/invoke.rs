@@ -170,7 +170,7 @@ pub async fn invoke(
         .log_type(LogType::Tail)
         .payload(Blob::new(payload))
         .send();
-    let output = match tokio::time::timeout(timeout, call).await {
+    let mut output = match tokio::time::timeout(timeout, call).await {
         Ok(Ok(output)) => output,
         Ok(Err(error)) => return Err(sdk_error(function, &error)),
         Err(_) => {
@@ -183,13 +183,17 @@ pub async fn invoke(
     if let Some(report) = output.log_result().and_then(report_of) {
         on_report(report);
     }
-    let body = output.payload().map_or(&[][..], Blob::as_ref);
+    let body = output
+        .payload
+        .take()
+        .map(Blob::into_inner)
+        .unwrap_or_default();
     if output.function_error().is_some() {
-        return Err(function_error(function, body));
+        return Err(function_error(function, &body));
     }
     Ok(Invoked {
-        payload: body.to_vec(),
-        function_version: output.executed_version().map(str::to_owned),
+        payload: body,
+        function_version: output.executed_version.take(),
     })
 }
 

@@ -8,7 +8,8 @@ use std::time::Instant;
 
 use aws_sdk_lambda::Client;
 use lambdex_proto::{
-    FaceCropRequest, FaceCropResponse, Failure, ImageSize, Job, PredictionDoc, StageTiming,
+    Base64Text, FaceCropRequest, FaceCropResponse, Failure, ImageSize, Job, PredictionDoc,
+    StageTiming,
 };
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -148,9 +149,9 @@ impl Pipeline {
         let started = Instant::now();
         let crop = self
             .face_crop
-            .call::<_, FaceCropResponse>(
+            .call::<_, FaceCropResponse<Base64Text>>(
                 &FaceCropRequest {
-                    image: bytes.into(),
+                    image: Base64Text::encode(&bytes),
                 },
                 meter,
             )

@@ -3,13 +3,14 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Crop, ModelInfo};
+use crate::{Base64Bytes, Crop, ModelInfo};
 
 /// A batch of face crops (as the face-crop function returned them) to
-/// classify in one model run.
+/// classify in one model run. `D` holds the crops' bytes, as in
+/// [`crate::FaceCropRequest`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct ClassifyRequest {
-    pub crops: Vec<Crop>,
+pub struct ClassifyRequest<D = Base64Bytes> {
+    pub crops: Vec<Crop<D>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -6,19 +6,25 @@ use crate::{Base64Bytes, ModelInfo};
 
 /// An image for the face-crop function: the encoded file as downloaded
 /// (JPEG, PNG, WebP or GIF).
+///
+/// `D` is how the bytes are held: decoded ([`Base64Bytes`], the default,
+/// what the function reads), or still base64 ([`crate::Base64Text`], what
+/// the coordinator writes without a second pass over them).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaceCropRequest {
-    pub image: Base64Bytes,
+pub struct FaceCropRequest<D = Base64Bytes> {
+    pub image: D,
 }
 
-/// Every face found in one image, each with its aligned crop.
+/// Every face found in one image, each with its aligned crop. `D` holds
+/// the crops' bytes, as in [`FaceCropRequest`]: the coordinator passes them
+/// on to the classifiers still in base64.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FaceCropResponse {
+pub struct FaceCropResponse<D = Base64Bytes> {
     /// The image's size after its EXIF orientation was applied: the frame
     /// that every box and keypoint refers to.
     pub image: ImageSize,
     /// Most confident first.
-    pub faces: Vec<CroppedFace>,
+    pub faces: Vec<CroppedFace<D>>,
     pub detector: ModelInfo,
     pub timings: CropTimings,
 }
@@ -31,12 +37,12 @@ pub struct ImageSize {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CroppedFace {
+pub struct CroppedFace<D = Base64Bytes> {
     pub bbox: BBox,
     pub keypoints: Keypoints,
     /// Detection confidence in [0, 1].
     pub score: f32,
-    pub crop: Crop,
+    pub crop: Crop<D>,
 }
 
 /// An axis-aligned box in original image pixels.
@@ -78,11 +84,11 @@ pub struct Keypoints {
 
 /// An encoded, aligned face crop (a dlib-style face chip).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Crop {
+pub struct Crop<D = Base64Bytes> {
     pub format: CropFormat,
     pub width: u32,
     pub height: u32,
-    pub data: Base64Bytes,
+    pub data: D,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

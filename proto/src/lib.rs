@@ -13,7 +13,7 @@
 //!
 //! [`error_type`] names the handled errors a function reports, and whether a
 //! retry can help. [`schema`] holds the version check shared by the messages that cross a
-//! deployment boundary, and [`bytes`] the base64 wrapper used for image data.
+//! deployment boundary, and [`bytes`] the base64 wrappers used for image data.
 //!
 //! Every message ignores fields it does not know, so a newer producer can add
 //! fields without breaking an older consumer; a `schema_version` this build
@@ -27,7 +27,7 @@ pub mod error_type;
 pub mod job;
 pub mod schema;
 
-pub use bytes::Base64Bytes;
+pub use bytes::{Base64Bytes, Base64Text};
 pub use classify::{
     AgeBin, AgePrediction, ClassifyRequest, ClassifyResponse, ClassifyTimings, Gender,
     GenderPrediction, Prediction,
