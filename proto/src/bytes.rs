@@ -62,8 +62,8 @@ impl<'de> Deserialize<'de> for Base64Bytes {
 ///
 /// The coordinator carries every crop from the face-crop function's answer
 /// to the classifiers' requests. Decoding each crop, encoding it again and
-/// escaping the result cost it about a tenth of its CPU per job; passing
-/// the text through costs a copy. Clones share the text (crops go to every
+/// escaping the result cost it about a tenth of its CPU per job in
+/// `lambdex bench pipeline`; passing the text through costs a copy. Clones share the text (crops go to every
 /// model). Reading one checks it is base64 (alphabet, length, padding)
 /// without decoding it, so a bad crop fails its own image's answer, not a
 /// classifier batch shared with other images.
@@ -89,11 +89,6 @@ impl Base64Text {
         &json[1..json.len() - 1]
     }
 
-    /// The number of base64 characters.
-    pub fn encoded_len(&self) -> usize {
-        self.as_str().len()
-    }
-
     /// The bytes, decoded.
     pub fn decode(&self) -> Result<Vec<u8>, base64::DecodeError> {
         STANDARD.decode(self.as_str())
@@ -102,7 +97,7 @@ impl Base64Text {
 
 impl std::fmt::Debug for Base64Text {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Base64Text({} characters)", self.encoded_len())
+        write!(f, "Base64Text({} characters)", self.as_str().len())
     }
 }
 
@@ -113,12 +108,6 @@ impl PartialEq for Base64Text {
 }
 
 impl Eq for Base64Text {}
-
-impl From<&Base64Bytes> for Base64Text {
-    fn from(bytes: &Base64Bytes) -> Self {
-        Self::encode(&bytes.0)
-    }
-}
 
 impl Serialize for Base64Text {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -145,7 +134,7 @@ impl<'de> Deserialize<'de> for Base64Text {
 /// Whether `text` is padded standard base64: whole groups of four from the
 /// alphabet, with at most two `=` at the end. (A JSON escape fails it: `\`
 /// is not in the alphabet.) Every byte is tested without a branch, so the
-/// check vectorises: a crop costs a few microseconds, not a decode.
+/// check vectorises.
 fn is_base64(text: &[u8]) -> bool {
     let body = text
         .strip_suffix(b"==")
@@ -174,9 +163,9 @@ mod tests {
     #[test]
     fn text_passes_through_json_unchanged_and_agrees_with_bytes() {
         let bytes = Base64Bytes(vec![0, 1, 2, 250, 251, 252, 253]);
-        let text = Base64Text::from(&bytes);
+        let text = Base64Text::encode(&bytes.0);
         assert_eq!(text.as_str(), "AAEC+vv8/Q==");
-        assert_eq!(text.encoded_len(), bytes.encoded_len());
+        assert_eq!(text.as_str().len(), bytes.encoded_len());
         assert_eq!(text.decode().expect("decodes"), bytes.0);
         let json = serde_json::to_string(&text).expect("serialises");
         assert_eq!(json, serde_json::to_string(&bytes).expect("serialises"));
