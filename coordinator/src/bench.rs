@@ -36,6 +36,11 @@ pub struct BenchArgs {
     /// Cold starts measured per function binary (0 skips them).
     #[arg(long, default_value_t = 10)]
     cold_starts: usize,
+    /// Also print, for each network, where a run spends its time op by op,
+    /// with our kernels and with tract's alone (each node timed over the
+    /// measured runs).
+    #[arg(long)]
+    layers: bool,
     /// The folder holding blazeface/ and age-gender/.
     #[arg(long, env = models::MODELS_DIR_ENV)]
     models_dir: Option<PathBuf>,
@@ -118,9 +123,15 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         ),
     ];
     let mut tract_ms = Vec::new();
+    let mut layers = Vec::new();
     for (file, shape, input) in tract_only {
-        let plan = OnnxFile::read(&models_dir.join(file))?.tract_plan(&shape)?;
+        let model = OnnxFile::read(&models_dir.join(file))?;
+        let plan = model.tract_plan(&shape)?;
         tract_ms.push(median_ms(n, || onnx::run(&plan, input.clone())));
+        if args.layers {
+            let ours = onnx::profile(&model.plan(&shape)?, input, n)?;
+            layers.push((file, layers_table(&ours, &onnx::profile(&plan, input, n)?)));
+        }
     }
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
@@ -151,6 +162,9 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         format!("{:.2}× (target ≤ 1.20×)", ours / theirs),
     ]);
     println!("{table}\n");
+    for (file, table) in layers {
+        println!("{file}, op by op (mean per run):\n{table}\n");
+    }
 
     // Each stage of the per-image path, as the functions run it.
     let crop_request = FaceCropRequest {
@@ -210,6 +224,63 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         cold_starts(&models_dir, &crop_request, &classify, args.cold_starts).await?;
     }
     Ok(())
+}
+
+/// Both plans' time by op, side by side: every op either plan runs, the
+/// slowest first.
+fn layers_table(ours: &[onnx::OpTime], tract: &[onnx::OpTime]) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "op",
+        "nodes (ours)",
+        "ms (ours)",
+        "nodes (tract's)",
+        "ms (tract's)",
+    ]);
+    let cells = |times: &[onnx::OpTime], op: &str| {
+        times.iter().find(|time| time.op == op).map_or_else(
+            || [String::new(), String::new()],
+            |time| {
+                [
+                    time.nodes.to_string(),
+                    format!("{:.3}", time.mean.as_secs_f64() * 1000.0),
+                ]
+            },
+        )
+    };
+    let mut ops: Vec<&str> = ours.iter().map(|time| time.op.as_str()).collect();
+    ops.extend(
+        tract
+            .iter()
+            .map(|time| time.op.as_str())
+            .filter(|op| !ours.iter().any(|time| time.op == *op)),
+    );
+    for op in ops {
+        let [ours_nodes, ours_ms] = cells(ours, op);
+        let [tract_nodes, tract_ms] = cells(tract, op);
+        table.add_row(vec![
+            op.to_owned(),
+            ours_nodes,
+            ours_ms,
+            tract_nodes,
+            tract_ms,
+        ]);
+    }
+    let total = |times: &[onnx::OpTime]| {
+        let ms: f64 = times
+            .iter()
+            .map(|time| time.mean.as_secs_f64() * 1000.0)
+            .sum();
+        format!("{ms:.3}")
+    };
+    table.add_row(vec![
+        "all (timed node by node)".to_owned(),
+        String::new(),
+        total(ours),
+        String::new(),
+        total(tract),
+    ]);
+    table
 }
 
 /// Each function's cold start as the local Lambda reports it: a new

@@ -11,13 +11,16 @@
 //!   arithmetic is ~100× slower on x86; zeroing them changes no output
 //!   measurably and makes the age net ~7× faster.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::knobs::KnobScope;
+use tract_onnx::tract_core::plan::{SimpleState, eval};
 
 use crate::kernels;
 
@@ -109,6 +112,55 @@ impl OnnxFile {
 /// Runs a single-input `plan` on `input`.
 pub fn run(plan: &Plan, input: Tensor) -> TractResult<TVec<TValue>> {
     plan.run(tvec![input.into()])
+}
+
+/// Time spent in one kind of op over a profiled run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OpTime {
+    /// The op's name, as tract names it (`OptMatMul`, or one of
+    /// [`crate::kernels`]' such as `lambdex.Depthwise3x3S1`).
+    pub op: String,
+    /// How many nodes of the plan run it.
+    pub nodes: usize,
+    /// Mean time per run of the plan, summed over those nodes.
+    pub mean: Duration,
+}
+
+/// Where one run of `plan` on `input` spends its time, by op name, most
+/// first: every node timed over `runs` runs (after one warm-up). Timing
+/// each node adds a little to the whole; the shares are what it is for.
+pub fn profile(plan: &Plan, input: &Tensor, runs: usize) -> TractResult<Vec<OpTime>> {
+    let runs = runs.max(1);
+    let mut state = SimpleState::new(plan)?;
+    state.run(tvec![input.clone().into()])?;
+    let mut spent = vec![Duration::ZERO; plan.model().nodes().len()];
+    for _ in 0..runs {
+        state.run_plan_with_eval(
+            tvec![input.clone().into()],
+            |context, op_state, node, inputs| {
+                let started = Instant::now();
+                let outputs = eval(context, op_state, node, inputs);
+                spent[node.id] += started.elapsed();
+                outputs
+            },
+        )?;
+    }
+    let mut by_op: BTreeMap<String, (usize, Duration)> = BTreeMap::new();
+    for node in plan.model().nodes() {
+        let entry = by_op.entry(node.op().name().into_owned()).or_default();
+        entry.0 += 1;
+        entry.1 += spent[node.id];
+    }
+    let mut times: Vec<OpTime> = by_op
+        .into_iter()
+        .map(|(op, (nodes, total))| OpTime {
+            op,
+            nodes,
+            mean: total / u32::try_from(runs).unwrap_or(u32::MAX),
+        })
+        .collect();
+    times.sort_by_key(|time| std::cmp::Reverse(time.mean));
+    Ok(times)
 }
 
 fn model_error(path: &Path, error: &TractError) -> LoadError {

@@ -291,3 +291,31 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
         }
     }
 }
+
+#[test]
+fn the_layer_profile_accounts_for_every_node_by_op() {
+    use lambdex_lambdas::onnx::{self, OnnxFile};
+    use tract_onnx::prelude::*;
+
+    let onnx = OnnxFile::read(&models_dir().join(models::BLAZEFACE_FRONT)).expect("reads");
+    let shape = [1, 128, 128, 3];
+    let plan = onnx.plan(&shape).expect("plans");
+    let input = Tensor::zero::<f32>(&shape).expect("a tensor");
+    let times = onnx::profile(&plan, &input, 3).expect("profiles");
+
+    let nodes: usize = times.iter().map(|time| time.nodes).sum();
+    assert_eq!(nodes, plan.model().nodes().len());
+    let nodes_of = |op: &str| {
+        times
+            .iter()
+            .find(|time| time.op == op)
+            .map_or(0, |time| time.nodes)
+    };
+    // The swaps the test above counts, by name.
+    assert_eq!(nodes_of("lambdex.Depthwise3x3S1"), 13);
+    assert_eq!(nodes_of("lambdex.Depthwise3x3S2"), 3);
+    assert_eq!(nodes_of("lambdex.MaxPool2x2S2"), 3);
+    assert_eq!(nodes_of("lambdex.AddRelu"), 16);
+    assert!(times.windows(2).all(|pair| pair[0].mean >= pair[1].mean));
+    assert!(times[0].mean > std::time::Duration::ZERO);
+}
