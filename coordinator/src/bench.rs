@@ -226,8 +226,8 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Both plans' time by op, side by side: every op either plan runs, the
-/// slowest first.
+/// Both plans' time by op, side by side: our plan's ops, slowest first,
+/// then those only tract's plan runs, slowest first.
 fn layers_table(ours: &[onnx::OpTime], tract: &[onnx::OpTime]) -> Table {
     let mut table = Table::new();
     table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
