@@ -3,15 +3,20 @@
 //! server, header check, face-crop, both classifiers in parallel — with C
 //! jobs in flight, against functions of fixed latency L. A job takes two
 //! function latencies (crop, then the classifiers at once), so the bound
-//! is C / 2L jobs a second. The classifiers' batch window (on by default)
-//! lets crops of several images share a call: fewer invocations per job,
-//! for at most the window's wait.
+//! is C / 2L jobs a second. The batch window (on by default) lets several
+//! images share a face-crop call, and crops of several images a classifier
+//! call: fewer invocations per job, for at most the window's wait. A
+//! sleeping function takes L per call whatever its batch; a real face-crop
+//! call takes about its images' time in turn.
 //!
 //! The functions and the image server run in a child process (`lambdex
 //! bench pipeline --serve-functions`: a local Lambda with sleeping
 //! in-process handlers, and an HTTP server with one JPEG), so the CPU time
-//! and peak memory printed are the coordinator's own. Every job is its own
-//! task, as in the worker.
+//! and peak memory printed are the coordinator's own; `--pin` puts the
+//! coordinator on one CPU and the child on the others. Every job is its
+//! own task, as in the worker. The rate is given over the whole run and
+//! over the stretch while C jobs were in flight (the start and the tail,
+//! when fewer are, left out), with a job's mean time in each stage.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -28,11 +33,14 @@ use lambdex_lambdas::local::instance::peak_memory_mb;
 use lambdex_lambdas::local::{InProcessFunction, InProcessHandler, LocalConfig, LocalLambda};
 use lambdex_proto::{
     AgePrediction, BBox, Base64Bytes, ClassifyRequest, ClassifyResponse, ClassifyTimings, Crop,
-    CropFormat, CropTimings, CroppedFace, FaceCropResponse, Gender, GenderPrediction, ImageSize,
-    Job, Keypoints, ModelInfo, Point, Prediction, Status,
+    CropFormat, CropTimings, CroppedFace, FaceCropBatchRequest, FaceCropBatchResponse,
+    FaceCropResponse, Gender, GenderPrediction, ImageResult, ImageSize, Job, Keypoints, ModelInfo,
+    Point, Prediction, Status,
 };
+use serde::de::IgnoredAny;
 
-use crate::config::{Config, Credentials, DEFAULT_BATCH_WINDOW};
+use crate::affinity;
+use crate::config::{Config, Credentials, DEFAULT_BATCH_WINDOW, DEFAULT_CROP_BATCH_SIZE};
 use crate::pipeline::Pipeline;
 
 #[derive(Debug, clap::Args)]
@@ -49,10 +57,22 @@ pub struct PipelineBenchArgs {
     /// Faces the face-crop function finds in every image.
     #[arg(long, default_value_t = 2)]
     faces: usize,
-    /// The classifiers' batch window in milliseconds (0: each image's crops
-    /// go alone).
+    /// The batch window of face-crop and of the classifiers, in
+    /// milliseconds (0: each image, and each image's crops, go alone).
     #[arg(long, default_value_t = DEFAULT_BATCH_WINDOW.as_millis() as u64)]
     batch_window_ms: u64,
+    /// Images per face-crop call at most (1: each image alone).
+    #[arg(long, default_value_t = DEFAULT_CROP_BATCH_SIZE)]
+    crop_batch: usize,
+    /// Run the coordinator on one CPU and the functions on the others
+    /// (Linux; needs 2 CPUs): the coordinator measured on one core, without
+    /// the functions' threads in its way.
+    #[arg(long)]
+    pin: bool,
+    /// The CPUs the functions' process runs on (what `--pin` gives its
+    /// child).
+    #[arg(long, hide = true, value_delimiter = ',')]
+    functions_cpus: Vec<usize>,
     /// Serve the sleeping functions and the image, and print both URLs
     /// (what the bench starts as its child).
     #[arg(long, hide = true)]
@@ -64,18 +84,34 @@ pub(crate) const SEQUENTIAL_CALLS: f64 = 2.0;
 
 pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     if args.serve_functions {
+        if !args.functions_cpus.is_empty() {
+            affinity::pin_process(&args.functions_cpus)?;
+        }
         return serve(&args).await;
     }
-    let functions = FunctionsProcess::start(args.latency_ms, args.faces, args.concurrency)?;
+    let pinned = args.pin.then(affinity::split_cpus).transpose()?;
+    if let Some((coordinator, _)) = &pinned {
+        affinity::pin_process(&[*coordinator])?;
+    }
+    let functions = FunctionsProcess::start(
+        args.latency_ms,
+        args.faces,
+        args.concurrency,
+        pinned.as_ref().map(|(_, functions)| functions.as_slice()),
+    )?;
 
     let mut config = Config::default();
     config.lambda.endpoint_url = Some(functions.url.clone());
     config.lambda.credentials = Credentials::Local;
     config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];
     config.pipeline.max_jobs_in_flight = args.concurrency;
+    let window = Duration::from_millis(args.batch_window_ms);
     for model in config.models.values_mut() {
-        model.batch_window = Some(Duration::from_millis(args.batch_window_ms));
+        model.batch_window = Some(window);
     }
+    config.face_crop.batch_window = Some(window);
+    config.face_crop.batch_size = Some(args.crop_batch);
+    config.validate()?;
     let pipeline = Arc::new(Pipeline::new(config).await?);
 
     // Warm-up: instances started, connections open.
@@ -88,7 +124,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
     .await?;
     let (cpu_before, functions_before) = (cpu_time()?, functions.cpu_time()?);
     let started = Instant::now();
-    run_jobs(&pipeline, &functions.image_url, args.jobs, args.concurrency).await?;
+    let run = run_jobs(&pipeline, &functions.image_url, args.jobs, args.concurrency).await?;
     let elapsed = started.elapsed();
     let cpu = cpu_time()? - cpu_before;
     let functions_cores =
@@ -107,6 +143,7 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         .filter(|(name, _)| *name != "face_crop")
         .map(|(_, s)| s.calls)
         .sum();
+    let crop_calls = stats.functions.get("face_crop").map_or(0, |s| s.calls);
     // The warm-up's jobs count in the callers' counters too.
     let warmed_jobs = (args.jobs + args.concurrency) as f64;
 
@@ -115,20 +152,34 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
         ("jobs in flight (C)", args.concurrency.to_string()),
         ("function latency (L)", format!("{} ms", args.latency_ms)),
         ("faces per image", args.faces.to_string()),
+        ("batch window", format!("{} ms", args.batch_window_ms)),
         (
-            "classifier batch window",
-            format!("{} ms", args.batch_window_ms),
+            "images per face-crop call at most",
+            args.crop_batch.to_string(),
         ),
         (
-            "classifier calls per job",
+            "face-crop calls per job",
+            format!("{:.3}", crop_calls as f64 / warmed_jobs),
+        ),
+        (
+            "classifier calls per job (all models)",
             format!("{:.3}", classifier_calls as f64 / warmed_jobs),
         ),
         ("elapsed", format!("{:.2} s", elapsed.as_secs_f64())),
-        ("achieved", format!("{achieved:.0} jobs/s")),
         ("bound C / 2L", format!("{bound:.0} jobs/s")),
         (
-            "achieved / bound",
-            format!("{:.1} %", 100.0 * achieved / bound),
+            "achieved, whole run (start and tail included)",
+            format!(
+                "{achieved:.0} jobs/s, {:.1} % of the bound",
+                100.0 * achieved / bound
+            ),
+        ),
+        (
+            "achieved / bound, while C jobs were in flight",
+            run.steady_rate(args.concurrency).map_or_else(
+                || "the run is too short: give it more than 2 C jobs".to_owned(),
+                |steady| format!("{:.1} % ({steady:.0} jobs/s)", 100.0 * steady / bound),
+            ),
         ),
         ("coordinator CPU per job", format!("{cpu_us_per_job:.0} µs")),
         ("coordinator cores busy", format!("{cores:.2}")),
@@ -144,6 +195,23 @@ pub async fn run(args: PipelineBenchArgs) -> anyhow::Result<()> {
             format!("{} MB", peak_memory_mb(std::process::id())),
         ),
         ("throttled / retries", format!("{throttled} / {retries}")),
+        (
+            "CPUs",
+            pinned.as_ref().map_or_else(
+                || "shared by the coordinator and the functions (--pin: one each)".to_owned(),
+                |(coordinator, functions)| {
+                    format!("coordinator pinned to CPU {coordinator}, functions to {functions:?}")
+                },
+            ),
+        ),
+        (
+            "a job's mean time by stage (crop and models: L plus waits)",
+            run.stages
+                .iter()
+                .map(|(stage, ms)| format!("{stage} {ms:.1} ms"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        ),
     ]);
     println!("{table}");
     println!(
@@ -165,34 +233,68 @@ pub(crate) fn measures_table<'a>(rows: impl IntoIterator<Item = (&'a str, String
     table
 }
 
+/// What a run of jobs took.
+struct Run {
+    /// Each stage's mean time in milliseconds over the jobs, by stage name.
+    stages: BTreeMap<String, f64>,
+    /// When each job ended, earliest first.
+    ends: Vec<Instant>,
+}
+
+impl Run {
+    /// Jobs a second while `concurrency` jobs were in flight: from the end
+    /// of the first `concurrency` jobs to the last end before fewer were
+    /// left to start, so neither the start nor the tail counts. `None` when
+    /// the run is too short to have such a stretch.
+    fn steady_rate(&self, concurrency: usize) -> Option<f64> {
+        let (first, last) = (concurrency, self.ends.len().checked_sub(concurrency)?);
+        if last <= first {
+            return None;
+        }
+        let seconds = (self.ends[last - 1] - self.ends[first - 1]).as_secs_f64();
+        (seconds > 0.0).then(|| (last - first) as f64 / seconds)
+    }
+}
+
+/// Runs `jobs` jobs, `concurrency` at a time.
 async fn run_jobs(
     pipeline: &Arc<Pipeline>,
     url: &str,
     jobs: usize,
     concurrency: usize,
-) -> anyhow::Result<()> {
-    let docs = futures::stream::iter(0..jobs)
+) -> anyhow::Result<Run> {
+    let mut done = futures::stream::iter(0..jobs)
         .map(|i| {
             let pipeline = Arc::clone(pipeline);
             let job = Job::new(format!("bench-{i}"), url);
-            tokio::spawn(async move { pipeline.process(&job).await })
+            tokio::spawn(async move { (pipeline.process(&job).await, Instant::now()) })
         })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<_>>()
-        .await;
-    let failures = docs
-        .into_iter()
-        .map(|doc| doc.context("a job's task panicked"))
-        .filter(|doc| doc.as_ref().map_or(true, |doc| doc.status != Status::Ok))
-        .collect::<anyhow::Result<Vec<_>>>()?;
-    if let Some(doc) = failures.first() {
-        bail!(
-            "{} of {jobs} jobs did not succeed; the first: {:?}",
-            failures.len(),
-            doc.failure
-        );
+        .buffer_unordered(concurrency);
+    // Each document is read as it comes and dropped, so the peak memory
+    // is the pipeline's, not a pile of finished documents.
+    let mut stages = BTreeMap::<String, f64>::new();
+    let mut ends = Vec::with_capacity(jobs);
+    let (mut failed, mut first_failure) = (0, None);
+    while let Some(next) = done.next().await {
+        let (doc, end) = next.context("a job's task panicked")?;
+        ends.push(end);
+        if doc.status != Status::Ok {
+            failed += 1;
+            first_failure.get_or_insert(doc.failure);
+            continue;
+        }
+        for timing in doc.timings {
+            *stages.entry(timing.stage).or_default() += timing.ms;
+        }
     }
-    Ok(())
+    if let Some(failure) = first_failure {
+        bail!("{failed} of {jobs} jobs did not succeed; the first: {failure:?}");
+    }
+    for total in stages.values_mut() {
+        *total /= jobs.max(1) as f64;
+    }
+    ends.sort_unstable();
+    Ok(Run { stages, ends })
 }
 
 /// The child process serving the sleeping functions and the image.
@@ -211,20 +313,30 @@ impl FunctionsProcess {
     }
 
     /// Functions of `latency_ms`, the crop finding `faces`, with room for
-    /// `concurrency` jobs in flight.
-    pub fn start(latency_ms: u64, faces: usize, concurrency: usize) -> anyhow::Result<Self> {
-        let mut child = Command::new(std::env::current_exe()?)
-            .args([
-                "bench",
-                "pipeline",
-                "--serve-functions",
-                "--latency-ms",
-                &latency_ms.to_string(),
-                "--faces",
-                &faces.to_string(),
-                "--concurrency",
-                &concurrency.to_string(),
-            ])
+    /// `concurrency` jobs in flight; on `cpus` only, if given.
+    pub fn start(
+        latency_ms: u64,
+        faces: usize,
+        concurrency: usize,
+        cpus: Option<&[usize]>,
+    ) -> anyhow::Result<Self> {
+        let mut command = Command::new(std::env::current_exe()?);
+        command.args([
+            "bench",
+            "pipeline",
+            "--serve-functions",
+            "--latency-ms",
+            &latency_ms.to_string(),
+            "--faces",
+            &faces.to_string(),
+            "--concurrency",
+            &concurrency.to_string(),
+        ]);
+        if let Some(cpus) = cpus {
+            let cpus: Vec<String> = cpus.iter().map(ToString::to_string).collect();
+            command.args(["--functions-cpus", &cpus.join(",")]);
+        }
+        let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .context("starting the functions' process")?;
@@ -315,7 +427,8 @@ impl Sleeper {
 struct SleeperInstance {
     latency: Duration,
     kind: Kind,
-    answer: Vec<u8>,
+    /// Face-crop's answer for every image.
+    answer: Option<FaceCropResponse>,
 }
 
 impl InProcessFunction for Sleeper {
@@ -323,18 +436,13 @@ impl InProcessFunction for Sleeper {
         &self,
         _environment: &BTreeMap<String, String>,
     ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
-        let answer = match self.kind {
-            Kind::Crop(faces) => serde_json::to_vec(&crop_answer(faces)),
-            Kind::Age | Kind::Gender => Ok(Vec::new()),
-        }
-        .map_err(|error| Diagnostic {
-            error_type: "Runtime.SerializationError".to_owned(),
-            error_message: error.to_string(),
-        })?;
         Ok(Box::new(SleeperInstance {
             latency: self.latency,
             kind: self.kind,
-            answer,
+            answer: match self.kind {
+                Kind::Crop(faces) => Some(crop_answer(faces)),
+                Kind::Age | Kind::Gender => None,
+            },
         }))
     }
 }
@@ -346,9 +454,16 @@ impl InProcessHandler for SleeperInstance {
             error_type: "InvalidRequest".to_owned(),
             error_message: error.to_string(),
         };
-        match self.kind {
-            Kind::Crop(_) => Ok(self.answer.clone()),
-            kind => {
+        match (&self.answer, self.kind) {
+            (Some(answer), _) => {
+                let request: FaceCropBatchRequest<IgnoredAny> =
+                    serde_json::from_slice(event).map_err(fail)?;
+                let response = FaceCropBatchResponse {
+                    results: vec![ImageResult::Cropped(answer.clone()); request.images.len()],
+                };
+                serde_json::to_vec(&response).map_err(fail)
+            }
+            (None, kind) => {
                 let request: ClassifyRequest = serde_json::from_slice(event).map_err(fail)?;
                 serde_json::to_vec(&classify_answer(kind, request.crops.len())).map_err(fail)
             }
@@ -486,3 +601,29 @@ fn process_cpu_time(process: &str) -> anyhow::Result<Duration> {
 
 /// `sysconf(_SC_CLK_TCK)` on Linux.
 const CLOCK_TICKS_PER_SECOND: f64 = 100.0;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(ends_ms: &[u64]) -> Run {
+        let start = Instant::now();
+        Run {
+            stages: BTreeMap::new(),
+            ends: ends_ms
+                .iter()
+                .map(|ms| start + Duration::from_millis(*ms))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_steady_rate_leaves_out_the_first_and_the_last_jobs_in_flight() {
+        // Two in flight: a slow start, a job a millisecond, a slow tail.
+        let run = run(&[50, 60, 61, 62, 63, 64, 65, 66, 200, 300]);
+        // From the 2nd end (60 ms) to the 8th (66 ms): 6 jobs in 6 ms.
+        let rate = run.steady_rate(2).expect("a steady stretch");
+        assert!((rate - 1000.0).abs() < 1e-6, "{rate}");
+        assert_eq!(run.steady_rate(5), None, "no more than 2 C jobs");
+    }
+}

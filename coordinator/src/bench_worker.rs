@@ -62,8 +62,12 @@ pub async fn run(args: WorkerBenchArgs) -> anyhow::Result<()> {
     config.queue.prefetch = args.prefetch;
     config.elasticsearch.index = format!("{name}-docs");
     config.pipeline.max_jobs_in_flight = usize::from(args.prefetch);
-    let functions =
-        FunctionsProcess::start(args.latency_ms, args.faces, usize::from(args.prefetch))?;
+    let functions = FunctionsProcess::start(
+        args.latency_ms,
+        args.faces,
+        usize::from(args.prefetch),
+        None,
+    )?;
     config.lambda.endpoint_url = Some(functions.url.clone());
     config.lambda.credentials = Credentials::Local;
     config.fetch.allow = vec!["127.0.0.0/8".parse().expect("a network")];

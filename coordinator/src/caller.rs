@@ -148,14 +148,18 @@ impl Caller {
             Admission::Rejected => Err(InvokeError::CircuitOpen {
                 function: self.function.clone(),
             }),
+            // Boxed, here and below: the SDK's future nests deep, and a
+            // job's future nests it again in several layers (the pipeline,
+            // a batch); a box keeps the job's future small and its type
+            // within the compiler's depth limit.
             admitted => {
-                self.retried(
+                Box::pin(self.retried(
                     &self.function,
                     self.qualifier.as_deref(),
                     &payload,
                     meter,
                     Some(admitted),
-                )
+                ))
                 .await
             }
         };
@@ -167,7 +171,7 @@ impl Caller {
             {
                 tracing::info!(%error, function = %self.function, %fallback, "Calling the fallback.");
                 self.counters.fallback_calls.fetch_add(1, Ordering::Relaxed);
-                self.retried(fallback, None, &payload, meter, None).await
+                Box::pin(self.retried(fallback, None, &payload, meter, None)).await
             }
             (Err(error @ InvokeError::CircuitOpen { .. }), None) => {
                 self.counters.fast_failures.fetch_add(1, Ordering::Relaxed);

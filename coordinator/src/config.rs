@@ -61,7 +61,11 @@ impl Default for Config {
             elasticsearch: ElasticsearchConfig::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
-            face_crop: FunctionConfig::named("face-crop"),
+            face_crop: FunctionConfig {
+                batch_size: Some(DEFAULT_CROP_BATCH_SIZE),
+                batch_window: Some(DEFAULT_BATCH_WINDOW),
+                ..FunctionConfig::named("face-crop")
+            },
             models: ["age", "gender"]
                 .into_iter()
                 .map(|name| {
@@ -472,10 +476,23 @@ pub struct MetricsConfig {
 /// under Lambda's 6 MB payload (a 96 px JPEG crop is a few KB).
 pub const DEFAULT_BATCH_SIZE: usize = 32;
 
-/// How long a model's crops wait for crops of other images to share a call
-/// by default (see [`crate::batcher`]): short beside a job's round trips,
-/// long enough for a busy queue to fill batches.
+/// Images per face-crop call by default. A call's images run one after
+/// another, so it lasts about four images' time (`lambdex bench power`
+/// prints it); in return the request fee, the SDK's work per call and the
+/// function's fixed cost are shared four ways. At most
+/// [`lambdex_lambdas::handler::MAX_IMAGES_PER_REQUEST`].
+pub const DEFAULT_CROP_BATCH_SIZE: usize = 4;
+
+/// How long an image waits for other images, and a model's crops for
+/// crops of other images, to share a call by default (see
+/// [`crate::batcher`]): short beside a job's round trips, long enough for a
+/// busy queue to fill batches.
 pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
+
+/// The most request bytes a shared call packs (a piece larger than this
+/// still goes, alone): Lambda's 6 MiB synchronous payload less room for
+/// the JSON around the base64.
+pub const BATCH_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024 - 64 * 1024;
 
 /// One function lambdex calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -497,10 +514,11 @@ pub struct FunctionConfig {
     /// Per attempt.
     #[serde(with = "humantime_serde")]
     pub timeout: Duration,
-    /// Crops per call (classifier models only).
+    /// Crops per call for a classifier model; images per call for
+    /// face_crop.
     pub batch_size: Option<usize>,
-    /// How long crops wait for crops of other images to share a call
-    /// (classifier models only); `0s` sends every image's crops alone.
+    /// How long an image (face_crop) or an image's crops (a model) wait for
+    /// other images' to share a call; `0s` sends each alone.
     #[serde(with = "humantime_serde")]
     pub batch_window: Option<Duration>,
 }
@@ -513,12 +531,17 @@ impl FunctionConfig {
         }
     }
 
-    /// Crops per call.
+    /// Crops per call (a classifier model).
     pub fn batch_size(&self) -> usize {
         self.batch_size.unwrap_or(DEFAULT_BATCH_SIZE)
     }
 
-    /// How long crops wait to share a call.
+    /// Images per call (face_crop).
+    pub fn crop_batch_size(&self) -> usize {
+        self.batch_size.unwrap_or(DEFAULT_CROP_BATCH_SIZE)
+    }
+
+    /// How long an image, or a model's crops, wait to share a call.
     pub fn batch_window(&self) -> Duration {
         self.batch_window.unwrap_or(DEFAULT_BATCH_WINDOW)
     }
@@ -599,11 +622,11 @@ impl Config {
         if !self.face_crop.enabled {
             return invalid("face_crop.enabled: every job needs the face-crop function".to_owned());
         }
-        if self.face_crop.batch_size.is_some() || self.face_crop.batch_window.is_some() {
-            return invalid(
-                "face_crop.batch_size, face_crop.batch_window: only classifier models take them"
-                    .into(),
-            );
+        let max_images = lambdex_lambdas::handler::MAX_IMAGES_PER_REQUEST;
+        if self.face_crop.crop_batch_size() > max_images {
+            return invalid(format!(
+                "face_crop.batch_size is over {max_images}, the most images the function takes in one request"
+            ));
         }
         let functions = std::iter::once(("face_crop".to_owned(), &self.face_crop)).chain(
             self.models
@@ -869,5 +892,31 @@ batch_size = 16
         let error = Config::load_with(None, env(&[("LAMBDEX__FETCH__TIMEOUT", "soon")]))
             .expect_err("not a duration");
         assert!(error.to_string().contains("timeout"), "{error}");
+
+        let error = Config::load_with(None, env(&[("LAMBDEX__FACE_CROP__BATCH_SIZE", "17")]))
+            .expect_err("more images than the function takes");
+        assert!(
+            error
+                .to_string()
+                .contains("face_crop.batch_size is over 16"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn face_crop_shares_calls_by_default_and_can_send_each_image_alone() {
+        let config = Config::load_with(None, env(&[])).expect("the defaults load");
+        assert_eq!(config.face_crop.crop_batch_size(), DEFAULT_CROP_BATCH_SIZE);
+        assert_eq!(config.face_crop.batch_window, Some(DEFAULT_BATCH_WINDOW));
+        let config = Config::load_with(
+            None,
+            env(&[
+                ("LAMBDEX__FACE_CROP__BATCH_SIZE", "1"),
+                ("LAMBDEX__FACE_CROP__BATCH_WINDOW", "0s"),
+            ]),
+        )
+        .expect("loads");
+        assert_eq!(config.face_crop.crop_batch_size(), 1);
+        assert_eq!(config.face_crop.batch_window, Some(Duration::ZERO));
     }
 }

@@ -10,10 +10,10 @@ use std::time::Instant;
 use futures::future::{join_all, try_join_all};
 use lambdex_proto::{Base64Text, ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
 
-use crate::batcher::Batcher;
+use crate::batcher::{Batched, Batcher, Limits, call_alone, cut};
 use crate::billing::Meter;
 use crate::caller::Caller;
-use crate::config::FunctionConfig;
+use crate::config::{BATCH_MAX_REQUEST_BYTES, FunctionConfig};
 use crate::invoke::InvokeError;
 
 /// A classifier model as configured: its name, its function, its batch
@@ -23,7 +23,44 @@ pub struct Model {
     pub name: String,
     pub caller: Arc<Caller>,
     pub batch_size: usize,
-    batcher: Option<Batcher>,
+    batcher: Option<Batcher<ClassifyBatch>>,
+}
+
+/// A classifier's batch: crops, each answered by one prediction.
+#[derive(Debug)]
+pub struct ClassifyBatch;
+
+impl Batched for ClassifyBatch {
+    type Item = Crop<Base64Text>;
+    type Request = ClassifyRequest<Base64Text>;
+    type Response = ClassifyResponse;
+    type Part = ClassifyResponse;
+
+    fn bytes(crop: &Crop<Base64Text>) -> usize {
+        crop.data.as_str().len()
+    }
+
+    fn request(crops: Vec<Crop<Base64Text>>) -> ClassifyRequest<Base64Text> {
+        ClassifyRequest { crops }
+    }
+
+    fn split(response: ClassifyResponse, sizes: &[usize]) -> Result<Vec<ClassifyResponse>, String> {
+        let got = response.predictions.len();
+        let parts = cut(response.predictions, sizes).ok_or_else(|| {
+            format!(
+                "{got} predictions for {} crops",
+                sizes.iter().sum::<usize>()
+            )
+        })?;
+        Ok(parts
+            .into_iter()
+            .map(|predictions| ClassifyResponse {
+                model: response.model.clone(),
+                predictions,
+                timings: response.timings,
+            })
+            .collect())
+    }
 }
 
 impl Model {
@@ -32,8 +69,14 @@ impl Model {
         let window = config.batch_window();
         Self {
             name,
-            batcher: (!window.is_zero())
-                .then(|| Batcher::new(Arc::clone(&caller), config.batch_size(), window)),
+            batcher: (!window.is_zero()).then(|| {
+                let limits = Limits {
+                    items: config.batch_size(),
+                    bytes: BATCH_MAX_REQUEST_BYTES,
+                    window,
+                };
+                Batcher::new(Arc::clone(&caller), limits)
+            }),
             caller,
             batch_size: config.batch_size(),
         }
@@ -79,32 +122,15 @@ async fn classify_with(
     let batch_size = model.batch_size.max(1);
     let answers = try_join_all(crops.chunks(batch_size).map(|batch| async move {
         match &model.batcher {
-            Some(batcher) => batcher.classify(batch.to_vec(), meter).await,
-            None => {
-                let request = ClassifyRequest {
-                    crops: batch.to_vec(),
-                };
-                model
-                    .caller
-                    .call::<_, ClassifyResponse>(&request, meter)
-                    .await
-            }
+            Some(batcher) => batcher.submit(batch.to_vec(), meter).await,
+            None => call_alone::<ClassifyBatch>(&model.caller, batch.to_vec(), meter).await,
         }
     }))
     .await?;
+    // Each answer holds its batch's predictions, counted by `split`.
     let mut predictions = Vec::with_capacity(crops.len());
     let mut last = None;
-    for (batch, answer) in crops.chunks(batch_size).zip(answers) {
-        if answer.response.predictions.len() != batch.len() {
-            return Err(InvokeError::BadAnswer {
-                function: answer.function,
-                reason: format!(
-                    "{} predictions for {} crops",
-                    answer.response.predictions.len(),
-                    batch.len()
-                ),
-            });
-        }
+    for answer in answers {
         predictions.extend(answer.response.predictions);
         last = Some((
             answer.response.model,

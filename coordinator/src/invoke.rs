@@ -94,6 +94,22 @@ impl InvokeError {
         }
     }
 
+    /// Whether the request's content may be the cause, so that the pieces
+    /// of a shared call may pass on their own: the function crashed, timed
+    /// out, failed, refused the request or gave an answer too large or
+    /// unreadable. Throttling, the network, Lambda's own errors and an open
+    /// breaker are not about the content.
+    pub fn may_be_the_content(&self) -> bool {
+        matches!(
+            self,
+            Self::Function { .. }
+                | Self::Runtime { .. }
+                | Self::Timeout { .. }
+                | Self::TooLarge { .. }
+                | Self::BadAnswer { .. }
+        )
+    }
+
     /// Whether the function itself failed to run (what trips a breaker),
     /// as opposed to a refusal or a bad input.
     pub fn is_function_failure(&self) -> bool {

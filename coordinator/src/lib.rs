@@ -11,8 +11,10 @@
 //! - [`caller`]: each function called with its limits, [`retry`] policy,
 //!   [`breaker`] and fallback, one [`invoke`] per attempt over the client
 //!   from [`lambda_client`];
+//! - [`face_crop`]: the image's faces, its call shared with other jobs'
+//!   images;
 //! - [`fanout`]: every model over the crops, in batches, all at once;
-//!   [`batcher`] lets crops of several images share a call;
+//!   [`batcher`] lets images, and crops, of several jobs share a call;
 //! - [`aggregate`]: the answers joined into a [`lambdex_proto::PredictionDoc`],
 //!   with the [`billing`] of its invocations.
 //!
@@ -29,10 +31,11 @@
 //!   printed for people.
 //!
 //! [`bench`] measures the models and functions, [`bench_pipeline`] the
-//! coordinator itself, [`bench_worker`] the queue path end to end, and
+//! coordinator itself (on a core of its own with [`affinity`]), [`bench_worker`] the queue path end to end, and
 //! [`power`] what a prediction costs at each memory size.
 
 pub mod admin;
+pub mod affinity;
 pub mod aggregate;
 pub mod amqp;
 pub mod batcher;
@@ -46,6 +49,7 @@ pub mod config;
 pub mod dlq;
 pub mod dlq_cli;
 pub mod enqueue;
+pub mod face_crop;
 pub mod fanout;
 pub mod fetch;
 pub mod input;

@@ -7,10 +7,7 @@ use std::collections::BTreeMap;
 use std::time::Instant;
 
 use aws_sdk_lambda::Client;
-use lambdex_proto::{
-    Base64Text, FaceCropRequest, FaceCropResponse, Failure, ImageSize, Job, PredictionDoc,
-    StageTiming,
-};
+use lambdex_proto::{Base64Text, Failure, ImageSize, Job, PredictionDoc, StageTiming};
 use serde::Serialize;
 use tokio::sync::Semaphore;
 
@@ -18,6 +15,7 @@ use crate::aggregate::{self, Cropped, Timings};
 use crate::billing::Meter;
 use crate::caller::{CallStats, Caller};
 use crate::config::Config;
+use crate::face_crop::FaceCrop;
 use crate::fanout::{Model, classify_all};
 use crate::fetch::Fetcher;
 use crate::invoke::InvokeError;
@@ -37,7 +35,7 @@ pub struct PipelineStats {
 pub struct Pipeline {
     config: Config,
     fetcher: Fetcher,
-    face_crop: Caller,
+    face_crop: FaceCrop,
     models: Vec<Model>,
     jobs: Semaphore,
 }
@@ -59,7 +57,7 @@ impl Pipeline {
             |function| Caller::new(client.clone(), function, &config.retry, &config.breaker);
         Ok(Self {
             fetcher: Fetcher::new(&config.fetch, &config.retry)?,
-            face_crop: caller(&config.face_crop),
+            face_crop: FaceCrop::new(caller(&config.face_crop), &config.face_crop),
             models: config
                 .models
                 .iter()
@@ -75,7 +73,8 @@ impl Pipeline {
     }
 
     pub fn stats(&self) -> PipelineStats {
-        let mut functions = BTreeMap::from([("face_crop".to_owned(), self.face_crop.stats())]);
+        let mut functions =
+            BTreeMap::from([("face_crop".to_owned(), self.face_crop.caller.stats())]);
         for model in &self.models {
             functions.insert(model.name.clone(), model.caller.stats());
         }
@@ -147,15 +146,7 @@ impl Pipeline {
         timings.record("prepare", ms_since(started));
 
         let started = Instant::now();
-        let crop = self
-            .face_crop
-            .call::<_, FaceCropResponse<Base64Text>>(
-                &FaceCropRequest {
-                    image: Base64Text::encode(&bytes),
-                },
-                meter,
-            )
-            .await;
+        let crop = self.face_crop.crop(Base64Text::encode(&bytes), meter).await;
         timings.record("crop", ms_since(started));
         let crop = crop.map_err(failure_of)?;
         let cropped = Cropped {

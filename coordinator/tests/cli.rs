@@ -249,7 +249,8 @@ fn bench_power(out: &std::path::Path, args: &[&str]) -> serde_json::Value {
 }
 
 /// The power bench on a small scale: face-crop at 128 MB (7 % of a core)
-/// and at 1769 MB (a whole core), with the report in all three forms.
+/// and at 1769 MB (a whole core), on full batches of images, with the
+/// report in all three forms.
 #[test]
 fn bench_power_measures_each_memory_size_and_writes_its_report() {
     let out = tempfile::tempdir().expect("a temp dir");
@@ -282,6 +283,10 @@ fn bench_power_measures_each_memory_size_and_writes_its_report() {
         assert!(size["arm64"]["per_8m_usd"].as_f64() < size["x86"]["per_8m_usd"].as_f64());
     }
     assert_eq!(report["images"][0]["faces"], 1);
+    // Shared batching, the default: each call a full batch of images.
+    let images = lambdex::config::DEFAULT_CROP_BATCH_SIZE as f64;
+    assert_eq!(report["images_per_crop_call"], images);
+    assert_eq!(report["calls_per_image"]["face-crop"], 1.0 / images);
     // Face-crop alone: no pipeline figure, and the Markdown says why.
     assert!(report["pipeline"].is_null());
     let markdown = std::fs::read_to_string(out.path().join("power.md")).expect("power.md");
@@ -349,4 +354,45 @@ fn bench_power_refuses_a_memory_size_lambda_does_not_allow() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--memory 64"), "{stderr}");
+}
+
+/// The value of the bench table's row named `measure`.
+fn measure<'a>(table: &'a str, measure: &str) -> &'a str {
+    table
+        .lines()
+        .find(|line| line.contains(measure))
+        .and_then(|line| line.split('┆').nth(1))
+        .map(|value| value.trim_matches(|c: char| c.is_whitespace() || c == '│'))
+        .unwrap_or_else(|| panic!("no {measure:?} in {table}"))
+}
+
+#[test]
+fn bench_pipeline_shares_face_crop_calls_and_can_pin_the_coordinator_to_one_cpu() {
+    let output = lambdex(&[
+        "bench",
+        "pipeline",
+        "--jobs",
+        "400",
+        "--concurrency",
+        "40",
+        "--latency-ms",
+        "5",
+        "--pin",
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let table = String::from_utf8(output.stdout).expect("UTF-8");
+    // Four images a face-crop call by default, with 40 jobs in flight to
+    // fill them.
+    let crop_calls: f64 = measure(&table, "face-crop calls per job")
+        .parse()
+        .expect("a number");
+    assert!(crop_calls < 0.5, "{table}");
+    assert!(
+        measure(&table, "CPUs").starts_with("coordinator pinned to CPU"),
+        "{table}"
+    );
+    assert!(
+        measure(&table, "while C jobs were in flight").ends_with("jobs/s)"),
+        "{table}"
+    );
 }

@@ -6,9 +6,11 @@ use std::time::Instant;
 
 use lambda_runtime::LambdaEvent;
 use lambdex_proto::{
-    ClassifyRequest, ClassifyResponse, ClassifyTimings, CropFormat, FaceCropRequest,
-    FaceCropResponse,
+    Base64Bytes, ClassifyRequest, ClassifyResponse, ClassifyTimings, CropFormat,
+    FaceCropBatchRequest, FaceCropBatchResponse, FaceCropRequest, FaceCropResponse, ImageFailure,
+    ImageResult,
 };
+use serde::{Deserialize, Serialize};
 
 use crate::classify::Classifier;
 use crate::decode::{DecodeLimits, decode};
@@ -19,13 +21,90 @@ use crate::face_crop::{FaceCropper, ms_since};
 pub const MAX_CROPS_PER_REQUEST: usize = 256;
 /// The largest crop side a classify request may carry.
 pub const MAX_CROP_SIDE: u32 = 1024;
+/// The most images one face-crop request may carry: the images of a call
+/// run one after another, so its duration grows with each.
+pub const MAX_IMAGES_PER_REQUEST: usize = 16;
+
+/// What the face-crop function accepts: one image, `{"image": …}`,
+/// answered with a [`FaceCropResponse`]; or several, `{"images": [{"image":
+/// …}, …]}` (a [`FaceCropBatchRequest`]), answered with a
+/// [`FaceCropBatchResponse`].
+#[derive(Debug, Deserialize)]
+pub struct FaceCropEvent {
+    #[serde(default)]
+    image: Option<Base64Bytes>,
+    #[serde(default)]
+    images: Option<Vec<FaceCropRequest>>,
+}
+
+impl From<FaceCropBatchRequest> for FaceCropEvent {
+    fn from(request: FaceCropBatchRequest) -> Self {
+        Self {
+            image: None,
+            images: Some(request.images),
+        }
+    }
+}
+
+/// The face-crop function's answer, in the shape of its request.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub enum FaceCropAnswer {
+    One(FaceCropResponse),
+    Batch(FaceCropBatchResponse),
+}
 
 /// The face-crop function.
 pub async fn face_crop(
     cropper: &FaceCropper,
-    event: LambdaEvent<FaceCropRequest>,
-) -> Result<FaceCropResponse, FunctionError> {
-    cropper.crop(&event.payload)
+    event: LambdaEvent<FaceCropEvent>,
+) -> Result<FaceCropAnswer, FunctionError> {
+    face_crop_event(cropper, event.payload)
+}
+
+/// One image, or each image of a batch on its own.
+pub fn face_crop_event(
+    cropper: &FaceCropper,
+    event: FaceCropEvent,
+) -> Result<FaceCropAnswer, FunctionError> {
+    match (event.image, event.images) {
+        (Some(image), None) => cropper
+            .crop(&FaceCropRequest { image })
+            .map(FaceCropAnswer::One),
+        (None, Some(images)) => crop_batch(cropper, &images).map(FaceCropAnswer::Batch),
+        (Some(_), Some(_)) => Err(FunctionError::InvalidRequest(
+            "both `image` and `images`: send one image, or a batch".to_owned(),
+        )),
+        (None, None) => Err(FunctionError::InvalidRequest(
+            "neither `image` nor `images` in the request".to_owned(),
+        )),
+    }
+}
+
+/// Crops every image of a batch in turn. An image that fails is answered
+/// as failed in its place, with the error it would have had alone; only a
+/// request over the limits fails as a whole.
+pub fn crop_batch(
+    cropper: &FaceCropper,
+    images: &[FaceCropRequest],
+) -> Result<FaceCropBatchResponse, FunctionError> {
+    if images.len() > MAX_IMAGES_PER_REQUEST {
+        return Err(FunctionError::InvalidRequest(format!(
+            "{} images in one request, over the limit of {MAX_IMAGES_PER_REQUEST}",
+            images.len()
+        )));
+    }
+    let results = images
+        .iter()
+        .map(|image| match cropper.crop(image) {
+            Ok(response) => ImageResult::Cropped(response),
+            Err(error) => ImageResult::Failed(ImageFailure {
+                error_type: error.error_type(),
+                error_message: error.to_string(),
+            }),
+        })
+        .collect();
+    Ok(FaceCropBatchResponse { results })
 }
 
 /// A classifier function.

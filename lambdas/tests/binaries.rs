@@ -12,7 +12,8 @@ use lambdex_lambdas::local::{
 };
 use lambdex_lambdas::{MODEL_ENV, models};
 use lambdex_proto::{
-    Base64Bytes, ClassifyRequest, ClassifyResponse, FaceCropRequest, FaceCropResponse, Prediction,
+    Base64Bytes, ClassifyRequest, ClassifyResponse, ErrorType, FaceCropBatchRequest,
+    FaceCropBatchResponse, FaceCropRequest, FaceCropResponse, ImageResult, Prediction,
 };
 use lambdex_tests::{astronaut_png, models_dir};
 
@@ -70,20 +71,25 @@ fn error_of(output: &InvokeOutput) -> serde_json::Value {
     serde_json::from_slice(&output.payload).expect("Lambda's error JSON")
 }
 
+/// The face-crop binary's answer to `request`, read as `A`.
+async fn face_crop_answer<A: serde::de::DeserializeOwned>(request: &impl serde::Serialize) -> A {
+    let body = response_of(
+        call(
+            env!("CARGO_BIN_EXE_face-crop"),
+            None,
+            serde_json::to_vec(request).expect("serialises"),
+        )
+        .await,
+    );
+    serde_json::from_slice(&body).expect("the answer's type")
+}
+
 #[tokio::test]
 async fn face_crop_then_classify_round_trip_through_the_proto_types() {
     let request = FaceCropRequest {
         image: Base64Bytes(astronaut_png()),
     };
-    let body = response_of(
-        call(
-            env!("CARGO_BIN_EXE_face-crop"),
-            None,
-            serde_json::to_vec(&request).expect("serialises"),
-        )
-        .await,
-    );
-    let cropped: FaceCropResponse = serde_json::from_slice(&body).expect("a FaceCropResponse");
+    let cropped: FaceCropResponse = face_crop_answer(&request).await;
     assert_eq!(cropped.faces.len(), 1);
     // What the binary wrote survives a round trip through the types.
     let reencoded = serde_json::to_vec(&cropped).expect("serialises");
@@ -110,6 +116,28 @@ async fn face_crop_then_classify_round_trip_through_the_proto_types() {
             (Prediction::Age(_), "age") | (Prediction::Gender(_), "gender")
         );
         assert!(task_matches, "{:?}", answer.predictions);
+    }
+}
+
+#[tokio::test]
+async fn the_face_crop_binary_answers_a_batch_image_by_image() {
+    let request = FaceCropBatchRequest {
+        images: vec![
+            FaceCropRequest {
+                image: Base64Bytes(astronaut_png()),
+            },
+            FaceCropRequest {
+                image: Base64Bytes(b"GIF89a but not really".to_vec()),
+            },
+        ],
+    };
+    let answer: FaceCropBatchResponse = face_crop_answer(&request).await;
+    match answer.results.as_slice() {
+        [ImageResult::Cropped(cropped), ImageResult::Failed(failure)] => {
+            assert_eq!(cropped.faces.len(), 1);
+            assert_eq!(failure.error_type, ErrorType::InvalidImage, "{failure:?}");
+        }
+        other => panic!("a face, then a failure: {other:?}"),
     }
 }
 

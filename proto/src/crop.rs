@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Base64Bytes, ModelInfo};
+use crate::{Base64Bytes, ErrorType, ModelInfo};
 
 /// An image for the face-crop function: the encoded file as downloaded
 /// (JPEG, PNG, WebP or GIF).
@@ -13,6 +13,39 @@ use crate::{Base64Bytes, ModelInfo};
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FaceCropRequest<D = Base64Bytes> {
     pub image: D,
+}
+
+/// Several images in one call: each is cropped on its own and answers on
+/// its own, in a [`FaceCropBatchResponse`]. The coordinator packs images of
+/// different jobs into one call (its `face_crop.batch_size`), so the
+/// request fee and the function's fixed cost per call are shared.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceCropBatchRequest<D = Base64Bytes> {
+    pub images: Vec<FaceCropRequest<D>>,
+}
+
+/// One result per image of a [`FaceCropBatchRequest`], in its order: an
+/// image that cannot be cropped fails alone, not its neighbours.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaceCropBatchResponse<D = Base64Bytes> {
+    pub results: Vec<ImageResult<D>>,
+}
+
+/// What became of one image of a batch: `{"cropped": {…}}` or
+/// `{"failed": {"error_type": …, "error_message": …}}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ImageResult<D = Base64Bytes> {
+    Cropped(FaceCropResponse<D>),
+    Failed(ImageFailure),
+}
+
+/// Why one image of a batch failed: what the function would have answered
+/// as a handled error had the image come alone.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ImageFailure {
+    pub error_type: ErrorType,
+    pub error_message: String,
 }
 
 /// Every face found in one image, each with its aligned crop. `D` holds
@@ -163,6 +196,35 @@ mod tests {
         value["added_later"] = true.into();
         let back: FaceCropResponse = serde_json::from_value(value).expect("deserialises");
         assert_eq!(back, response);
+    }
+
+    #[test]
+    fn a_batch_answers_each_image_on_its_own() {
+        let response = FaceCropBatchResponse {
+            results: vec![
+                ImageResult::Cropped(example()),
+                ImageResult::Failed(ImageFailure {
+                    error_type: ErrorType::InvalidImage,
+                    error_message: "invalid image: truncated".to_owned(),
+                }),
+            ],
+        };
+        let value = serde_json::to_value(&response).expect("serialises");
+        assert_eq!(value["results"][0]["cropped"]["faces"][0]["score"], 0.93f32);
+        assert_eq!(
+            value["results"][1],
+            serde_json::json!({"failed": {
+                "error_type": "InvalidImage",
+                "error_message": "invalid image: truncated"
+            }})
+        );
+        let back: FaceCropBatchResponse = serde_json::from_value(value).expect("deserialises");
+        assert_eq!(back, response);
+        // The coordinator's view: crops kept as base64 text.
+        let text = serde_json::to_vec(&response).expect("serialises");
+        let kept: FaceCropBatchResponse<crate::Base64Text> =
+            serde_json::from_slice(&text).expect("deserialises");
+        assert_eq!(serde_json::to_vec(&kept).expect("serialises"), text);
     }
 
     #[test]

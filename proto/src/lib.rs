@@ -5,7 +5,8 @@
 //!
 //! - [`job`]: a [`Job`] is what producers publish: an image URL and metadata.
 //! - [`crop`]: the coordinator sends the downloaded image to the face-crop
-//!   function as a [`FaceCropRequest`] and gets back one aligned crop per face.
+//!   function as a [`FaceCropRequest`] and gets back one aligned crop per face
+//!   (or several images of different jobs in one [`FaceCropBatchRequest`]).
 //! - [`classify`]: each classifier function gets a batch of crops as a
 //!   [`ClassifyRequest`] and answers one [`Prediction`] per crop.
 //! - [`doc`]: the coordinator joins the answers into one [`PredictionDoc`]
@@ -33,8 +34,8 @@ pub use classify::{
     GenderPrediction, Prediction,
 };
 pub use crop::{
-    BBox, Crop, CropFormat, CropTimings, CroppedFace, FaceCropRequest, FaceCropResponse, ImageSize,
-    Keypoints, Point,
+    BBox, Crop, CropFormat, CropTimings, CroppedFace, FaceCropBatchRequest, FaceCropBatchResponse,
+    FaceCropRequest, FaceCropResponse, ImageFailure, ImageResult, ImageSize, Keypoints, Point,
 };
 pub use doc::{
     AgeDoc, Billing, FaceDoc, Failure, FunctionBilling, GenderDoc, ModelRole, ModelUsed,

@@ -4,11 +4,13 @@
 use std::sync::OnceLock;
 
 use image::{ImageFormat, RgbImage, imageops};
-use lambdex_lambdas::handler::classify_request;
+use lambdex_lambdas::handler::{
+    FaceCropAnswer, FaceCropEvent, MAX_IMAGES_PER_REQUEST, classify_request, face_crop_event,
+};
 use lambdex_lambdas::{Classifier, FaceCropConfig, FaceCropper, FunctionError, Task, models};
 use lambdex_proto::{
-    Base64Bytes, ClassifyRequest, ClassifyResponse, ErrorType, FaceCropRequest, FaceCropResponse,
-    Gender, Prediction,
+    Base64Bytes, ClassifyRequest, ClassifyResponse, ErrorType, FaceCropBatchRequest,
+    FaceCropRequest, FaceCropResponse, Gender, ImageResult, Prediction,
 };
 use lambdex_tests::{
     ASTRONAUT_FACE, astronaut, astronaut_png, encode, encode_jpeg, models_dir, no_face,
@@ -169,6 +171,85 @@ fn corrupt_bytes_give_a_clear_invalid_image_error() {
     ] {
         let error = crop(bytes).expect_err("refused");
         assert_eq!(error.error_type(), ErrorType::InvalidImage, "{error}");
+        assert!(error.to_string().contains(expected), "{error}");
+    }
+}
+
+/// `event`'s answer through the function's handler, as JSON.
+fn face_crop_json(event: serde_json::Value) -> Result<serde_json::Value, FunctionError> {
+    let event: FaceCropEvent = serde_json::from_value(event).expect("an event");
+    let answer = face_crop_event(cropper(), event)?;
+    Ok(serde_json::to_value(answer).expect("serialises"))
+}
+
+#[test]
+fn a_batch_is_answered_image_by_image_and_a_bad_image_fails_alone() {
+    let images = [
+        astronaut_png(),
+        astronaut_png()[..2000].to_vec(),
+        encode_jpeg(&no_face(), 90),
+    ];
+    let request = FaceCropBatchRequest {
+        images: images
+            .iter()
+            .map(|bytes| FaceCropRequest {
+                image: Base64Bytes(bytes.clone()),
+            })
+            .collect(),
+    };
+    let FaceCropAnswer::Batch(response) =
+        face_crop_event(cropper(), request.into()).expect("answers")
+    else {
+        panic!("a batch answers a batch");
+    };
+    assert_eq!(response.results.len(), 3);
+    let alone = crop(astronaut_png()).expect("crops");
+    match &response.results[0] {
+        ImageResult::Cropped(cropped) => {
+            assert_eq!(cropped.faces.len(), 1);
+            assert_eq!(cropped.faces[0].bbox, alone.faces[0].bbox);
+            assert_eq!(cropped.faces[0].crop.data, alone.faces[0].crop.data);
+        }
+        other => panic!("the astronaut is cropped: {other:?}"),
+    }
+    match &response.results[1] {
+        ImageResult::Failed(failure) => {
+            assert_eq!(failure.error_type, ErrorType::InvalidImage);
+            assert!(failure.error_message.contains("corrupt"), "{failure:?}");
+        }
+        other => panic!("the truncated image fails: {other:?}"),
+    }
+    match &response.results[2] {
+        ImageResult::Cropped(cropped) => assert!(cropped.faces.is_empty()),
+        other => panic!("the empty scene is cropped: {other:?}"),
+    }
+}
+
+#[test]
+fn face_crop_takes_one_image_or_a_batch_and_refuses_both_neither_or_too_many() {
+    let image = Base64Bytes(encode_jpeg(&no_face(), 90));
+    let one = serde_json::json!({ "image": image });
+    let answer = face_crop_json(one.clone()).expect("one image");
+    assert!(
+        answer["faces"].as_array().is_some_and(Vec::is_empty),
+        "{answer}"
+    );
+    let batch = serde_json::json!({ "images": [one.clone()] });
+    let answer = face_crop_json(batch).expect("a batch of one");
+    assert!(
+        answer["results"][0]["cropped"]["faces"].is_array(),
+        "{answer}"
+    );
+
+    let both = serde_json::json!({ "image": image, "images": [one.clone()] });
+    let too_many = serde_json::json!({ "images": vec![one; MAX_IMAGES_PER_REQUEST + 1] });
+    for (event, expected) in [
+        (both, "both"),
+        (serde_json::json!({}), "neither"),
+        (too_many, "over the limit of 16"),
+    ] {
+        let error = face_crop_json(event).expect_err("refused");
+        assert_eq!(error.error_type(), ErrorType::InvalidRequest, "{error}");
         assert!(error.to_string().contains(expected), "{error}");
     }
 }

@@ -19,7 +19,7 @@ use lambdex_lambdas::Task;
 use lambdex_lambdas::local::{
     Builtin, FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda,
 };
-use lambdex_proto::{Job, PredictionDoc, Status};
+use lambdex_proto::{Base64Text, Job, PredictionDoc, Status};
 use lambdex_tests::{ASTRONAUT_FACE, Scene, astronaut_png, encode_jpeg, models_dir, no_face};
 
 const TEST_FUNCTION: &str = env!("CARGO_BIN_EXE_test-function");
@@ -44,6 +44,12 @@ fn decompression_bomb() -> Vec<u8> {
     let crc = crc32fast::hash(&png[12..29]);
     png[29..33].copy_from_slice(&crc.to_be_bytes());
     png
+}
+
+/// The astronaut's PNG cut in the middle of its pixel data.
+fn truncated_png() -> Vec<u8> {
+    let png = astronaut_png();
+    png[..png.len() / 2].to_vec()
 }
 
 /// Serves the test images, good and hostile, on 127.0.0.1; the base URL.
@@ -83,7 +89,9 @@ async fn image_server() -> String {
             "/to-metadata.jpg",
             get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
         )
-        .route("/bomb.png", get(jpeg(decompression_bomb())));
+        .route("/bomb.png", get(jpeg(decompression_bomb())))
+        // Sound headers (the coordinator's check passes), half the pixels.
+        .route("/truncated.png", get(jpeg(truncated_png())));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("binds");
@@ -281,8 +289,7 @@ async fn crops_of_images_in_the_same_batch_window_share_a_call_and_its_bill() {
     let gender = shared.models.get_mut("gender").expect("gender");
     (gender.batch_size, gender.batch_window) = (Some(4), Some(Duration::from_secs(1)));
     let shared = pipeline(&lambda, shared);
-    let docs =
-        futures::future::join_all(urls.iter().map(|url| process(&shared, url.clone()))).await;
+    let docs = process_all(&shared, &urls).await;
     assert_eq!(host.invocations("age") - age_calls, 1);
     assert_eq!(host.invocations("gender") - gender_calls, 2);
 
@@ -320,6 +327,164 @@ async fn crops_of_images_in_the_same_batch_window_share_a_call_and_its_bill() {
             "{per_face} against {first}"
         );
     }
+    lambda.shutdown().await;
+}
+
+/// Sends every image of `urls` at once through `pipeline`.
+async fn process_all(pipeline: &Pipeline, urls: &[String]) -> Vec<PredictionDoc> {
+    futures::future::join_all(urls.iter().map(|url| process(pipeline, url.clone()))).await
+}
+
+/// The face-crop bill of `doc`: (requests, GB-seconds).
+fn face_crop_bill(doc: &PredictionDoc, function: &str) -> (u32, f64) {
+    let billing = doc.billing.as_ref().expect("billed");
+    let bill = billing
+        .functions
+        .iter()
+        .find(|f| f.function == function)
+        .expect("face-crop billed");
+    (bill.requests, bill.gb_seconds)
+}
+
+#[tokio::test]
+async fn images_in_the_same_window_share_a_face_crop_call_and_a_bad_one_fails_alone() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let urls = [
+        "two-faces.jpg",
+        "three-faces.jpg",
+        "astronaut.png",
+        "truncated.png",
+    ]
+    .map(|name| format!("{images}/{name}"));
+    let mut config = config(&lambda);
+    config.face_crop.batch_size = Some(4);
+    config.face_crop.batch_window = Some(Duration::from_secs(1));
+    let pipeline = pipeline(&lambda, config);
+
+    let docs = process_all(&pipeline, &urls).await;
+    assert_eq!(
+        lambda.host().invocations("face-crop"),
+        1,
+        "four images, one call"
+    );
+    for (doc, faces) in docs.iter().zip([2, 3, 1]) {
+        assert_labelled(doc, faces);
+    }
+    let truncated = &docs[3];
+    assert_eq!(truncated.status, Status::Failed);
+    let failure = truncated.failure.as_ref().expect("a failure");
+    assert_eq!(failure.class, "invalid_image", "{}", failure.reason);
+    assert!(!failure.retryable);
+    // One call, a quarter of it billed to each image.
+    let first = face_crop_bill(&docs[0], "face-crop");
+    for doc in &docs {
+        let (requests, gb_seconds) = face_crop_bill(doc, "face-crop");
+        assert_eq!(requests, 1);
+        assert!(
+            (gb_seconds - first.1).abs() < 1e-12,
+            "{gb_seconds} against {first:?}"
+        );
+    }
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_functions_rate_limit_spaces_its_calls_and_every_job_still_succeeds() {
+    let lambda = functions(Vec::new()).await;
+    let images = image_server().await;
+    let mut config = config(&lambda);
+    // Ten calls a second, a burst of ten; each image alone.
+    config.face_crop.rate_per_second = std::num::NonZeroU32::new(10);
+    config.face_crop.batch_size = Some(1);
+    let pipeline = pipeline(&lambda, config);
+
+    let urls = vec![format!("{images}/no-face.jpg"); 20];
+    let started = std::time::Instant::now();
+    let docs = process_all(&pipeline, &urls).await;
+    let elapsed = started.elapsed();
+    assert!(docs.iter().all(|doc| doc.status == Status::NoFaces));
+    assert_eq!(lambda.host().invocations("face-crop"), 20);
+    // The burst goes at once, the other ten a tenth of a second apart.
+    assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
+    lambda.shutdown().await;
+}
+
+/// The face-crop function, failing every request that holds the image
+/// whose base64 starts with `poison`, as one that crashes on it would.
+#[derive(Debug)]
+struct Allergic {
+    poison: String,
+}
+
+struct AllergicInstance {
+    inner: Box<dyn InProcessHandler>,
+    poison: String,
+}
+
+impl InProcessFunction for Allergic {
+    fn init(
+        &self,
+        environment: &BTreeMap<String, String>,
+    ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
+        Ok(Box::new(AllergicInstance {
+            inner: Builtin::FaceCrop.init(environment)?,
+            poison: self.poison.clone(),
+        }))
+    }
+}
+
+impl InProcessHandler for AllergicInstance {
+    fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
+        let poison = self.poison.as_bytes();
+        if event.windows(poison.len()).any(|window| window == poison) {
+            return Err(Diagnostic {
+                error_type: "Internal".to_owned(),
+                error_message: "the function fell over on this image".to_owned(),
+            });
+        }
+        self.inner.handle(event)
+    }
+}
+
+#[tokio::test]
+async fn a_shared_call_that_fails_is_sent_again_image_by_image_so_only_the_culprit_fails() {
+    let poison = Base64Text::encode(&encode_jpeg(&no_face(), 92));
+    let mut allergic = FunctionSpec::new(Handler::InProcess(Arc::new(Allergic {
+        poison: poison.as_str()[..64].to_owned(),
+    })));
+    allergic.latest.environment =
+        LocalConfig::project_defaults(None, models_dir()).functions["face-crop"]
+            .latest
+            .environment
+            .clone();
+    let lambda = functions(vec![("face-crop-allergic", allergic)]).await;
+    let images = image_server().await;
+    let urls = ["two-faces.jpg", "no-face.jpg", "astronaut.png"].map(|n| format!("{images}/{n}"));
+    let mut config = config(&lambda);
+    config.retry.max_attempts = 2;
+    config.breaker.failure_threshold = 100;
+    config.face_crop.function = "face-crop-allergic".to_owned();
+    config.face_crop.batch_size = Some(3);
+    config.face_crop.batch_window = Some(Duration::from_secs(1));
+    let pipeline = pipeline(&lambda, config);
+
+    let docs = process_all(&pipeline, &urls).await;
+    assert_labelled(&docs[0], 2);
+    assert_labelled(&docs[2], 1);
+    assert_eq!(docs[1].status, Status::Failed);
+    let failure = docs[1].failure.as_ref().expect("a failure");
+    assert_eq!(failure.class, "internal", "{}", failure.reason);
+    assert!(failure.retryable);
+    // The shared call's two attempts, then each image alone: one call for
+    // each good image, two attempts for the culprit.
+    assert_eq!(
+        lambda.host().invocations("face-crop-allergic"),
+        2 + 1 + 1 + 2
+    );
+    // A good image pays its third of the failed call's attempts, and its own.
+    let (requests, _) = face_crop_bill(&docs[0], "face-crop-allergic");
+    assert_eq!(requests, 2 + 1);
     lambda.shutdown().await;
 }
 

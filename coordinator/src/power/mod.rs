@@ -26,7 +26,7 @@ use anyhow::{Context as _, bail};
 use image::{ImageFormat, RgbImage, imageops};
 use indicatif::{ProgressBar, ProgressStyle};
 use lambdex_lambdas::{FaceCropConfig, FaceCropper, models};
-use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropRequest};
+use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropBatchRequest, FaceCropRequest};
 use serde::Serialize;
 
 use crate::config::Config;
@@ -34,17 +34,19 @@ use cost::{Prices, Reference, ReferenceFigure};
 use measure::{Payload, Plan};
 use summary::{FunctionFigures, PipelineFigures};
 
-/// How the classifiers get their crops, and so how many calls an image
-/// costs them.
+/// How face-crop gets its images and the classifiers their crops, and so
+/// how many calls an image costs them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Batching {
-    /// Crops of several images share full batches (the batch window on a
-    /// queue busy enough to fill one): a model gets faces / batch size
-    /// calls per image, each a full batch.
+    /// Images share full face-crop batches, and crops of several images
+    /// full classifier batches (the batch window on a queue busy enough to
+    /// fill them): face-crop gets 1 / its batch size calls per image, a
+    /// model faces / its batch size.
     Shared,
-    /// Each image's crops go alone (`batch_window = "0s"`, or a quiet
-    /// queue): ceil(faces / batch size) calls per image.
+    /// Each image goes alone, and its crops too (`batch_window = "0s"`, or
+    /// a quiet queue): one face-crop call and ceil(faces / batch size)
+    /// calls per model per image.
     PerImage,
 }
 
@@ -143,6 +145,8 @@ pub struct PowerReport {
     pub calls_per_image: BTreeMap<String, f64>,
     /// Faces in a classifier call, on average over the calls measured.
     pub faces_per_classifier_call: f64,
+    /// Images in a face-crop call.
+    pub images_per_crop_call: f64,
     pub functions: Vec<FunctionFigures>,
     pub pipeline: Option<PipelineFigures>,
     pub reference: Vec<ReferenceFigure>,
@@ -228,6 +232,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
         prices: reference.prices,
         calls_per_image: requests.calls_per_image.clone(),
         faces_per_classifier_call: requests.faces_per_classifier_call,
+        images_per_crop_call: requests.images_per_crop_call,
         functions,
         pipeline,
         reference: reference.reference,
@@ -311,12 +316,14 @@ struct Requests {
     classify: Vec<Payload>,
     faces: Vec<usize>,
     faces_per_classifier_call: f64,
+    images_per_crop_call: f64,
     calls_per_image: BTreeMap<String, f64>,
 }
 
 impl Requests {
-    /// Face-crop gets each photo; the classifiers get the photos' crops
-    /// (found here, in-process, as face-crop finds them) in batches of the
+    /// Face-crop gets each photo, alone or (shared) in one full batch of
+    /// the photos in turn; the classifiers get the photos' crops (found
+    /// here, in-process, as face-crop finds them) in batches of the
     /// configured size, as the pipeline sends them with `batching`.
     fn build(models_dir: &Path, photos: &[Photo], batching: Batching) -> anyhow::Result<Self> {
         let cropper = FaceCropper::load(models_dir, FaceCropConfig::from_env()?)?;
@@ -329,6 +336,7 @@ impl Requests {
             .unwrap_or(1);
         let mut face_crop = Vec::with_capacity(photos.len());
         let mut crops_per_photo = Vec::with_capacity(photos.len());
+        let mut images = Vec::with_capacity(photos.len());
         for photo in photos {
             let request = FaceCropRequest {
                 image: Base64Bytes(photo.bytes.clone()),
@@ -342,7 +350,21 @@ impl Requests {
             });
             let crops: Vec<_> = response.faces.into_iter().map(|f| f.crop).collect();
             crops_per_photo.push((photo.name.clone(), crops));
+            images.push(request);
         }
+        let crop_batch = config.face_crop.crop_batch_size();
+        let images_per_crop_call = match batching {
+            Batching::PerImage => 1,
+            Batching::Shared => {
+                // One full batch: the photos in turn.
+                let images: Vec<_> = images.iter().cycle().take(crop_batch).cloned().collect();
+                face_crop = vec![Payload {
+                    image: format!("{crop_batch} of the photos"),
+                    body: serde_json::to_vec(&FaceCropBatchRequest { images })?,
+                }];
+                crop_batch
+            }
+        };
         let faces: Vec<usize> = crops_per_photo.iter().map(|(_, c)| c.len()).collect();
         let mean_faces = faces.iter().sum::<usize>() as f64 / photos.len().max(1) as f64;
 
@@ -393,9 +415,13 @@ impl Requests {
                 }
             }
         }
-        calls_per_image.insert(Function::FaceCrop.name().to_owned(), 1.0);
+        calls_per_image.insert(
+            Function::FaceCrop.name().to_owned(),
+            1.0 / images_per_crop_call as f64,
+        );
         Ok(Self {
             face_crop,
+            images_per_crop_call: images_per_crop_call as f64,
             faces_per_classifier_call: crops_sent as f64 / classify.len().max(1) as f64,
             classify,
             faces,

@@ -48,7 +48,12 @@ pub fn markdown(report: &PowerReport) -> String {
     );
     let _ = writeln!(
         out,
-        "The classifiers get the photos' crops {} ({:.2} faces a call); `--batching` chooses.\n",
+        "Face-crop gets the photos {} ({:.0} a call), the classifiers their crops {} ({:.2} faces a call); `--batching` chooses.\n",
+        match report.batching {
+            Batching::Shared => "in a full batch",
+            Batching::PerImage => "one by one",
+        },
+        report.images_per_crop_call,
         match report.batching {
             Batching::Shared =>
                 "in full batches shared across images, as the batch window sends them on a busy queue",
@@ -124,11 +129,15 @@ pub fn markdown(report: &PowerReport) -> String {
                     usd(best.arm64.per_8m_usd),
                 );
                 if function.function == Function::FaceCrop.name() {
+                    let images = report.images_per_crop_call.max(1.0);
+                    let per_image = best.x86.per_8m_usd / images;
                     let _ = write!(
                         out,
-                        "Target ≤ {} per 8M predictions (an image each): {}. ",
+                        "The calls carried {images:.0} image(s) each: {} per 8M images. \
+                         Target ≤ {} per 8M predictions (an image each): {}. ",
+                        usd(per_image),
                         usd(MODEL_TARGET_USD),
-                        met(best.x86.per_8m_usd, MODEL_TARGET_USD)
+                        met(per_image, MODEL_TARGET_USD)
                     );
                 } else {
                     let faces = report.faces_per_classifier_call.max(1.0);
@@ -189,10 +198,10 @@ pub fn markdown(report: &PowerReport) -> String {
                 met(pipeline.x86_per_8m_usd, PIPELINE_TARGET_USD),
                 match report.batching {
                     Batching::Shared =>
-                        "a model gets faces / batch size calls, crops of several images sharing full batches \
-                         (the batch window on a queue busy enough to fill them)",
+                        "face-crop gets 1 / its batch size calls and a model faces / its batch size, images \
+                         sharing full batches (the batch window on a queue busy enough to fill them)",
                     Batching::PerImage =>
-                        "a model gets ceil(faces / batch size) calls, each image's crops alone",
+                        "face-crop gets one call and a model ceil(faces / batch size), each image alone",
                 }
             );
         }

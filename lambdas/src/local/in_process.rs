@@ -8,12 +8,12 @@ use std::path::PathBuf;
 use std::str::FromStr;
 
 use lambda_runtime::Diagnostic;
-use lambdex_proto::{ClassifyRequest, FaceCropRequest};
+use lambdex_proto::ClassifyRequest;
 
 use crate::classify::{Classifier, Task};
 use crate::error::FunctionError;
 use crate::face_crop::{FaceCropConfig, FaceCropper};
-use crate::handler::classify_request;
+use crate::handler::{FaceCropEvent, classify_request, face_crop_event};
 use crate::models::{self, MODELS_DIR_ENV};
 
 /// A function whose instances live in this process.
@@ -102,8 +102,8 @@ impl InProcessFunction for Builtin {
 
 impl InProcessHandler for FaceCropper {
     fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
-        let request: FaceCropRequest = parse(event)?;
-        respond(self.crop(&request))
+        let event: FaceCropEvent = parse(event)?;
+        respond(face_crop_event(self, event))
     }
 }
 
