@@ -396,3 +396,74 @@ fn bench_pipeline_shares_face_crop_calls_and_can_pin_the_coordinator_to_one_cpu(
         "{table}"
     );
 }
+
+/// `lambdex local-lambda` on a free port, its functions processes of this
+/// binary; stopped (SIGTERM, as Ctrl-C would) when dropped.
+struct LocalLambdaProcess {
+    child: std::process::Child,
+    /// Held open: the process writes more lines after the first.
+    _stdout: std::io::BufReader<std::process::ChildStdout>,
+    url: String,
+}
+
+impl LocalLambdaProcess {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let mut child = Command::new(env!("CARGO_BIN_EXE_lambdex"))
+            .args(["local-lambda", "--port", "0"])
+            .env("LAMBDEX_MODELS_DIR", models_dir())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("lambdex local-lambda starts");
+        let mut stdout = std::io::BufReader::new(child.stdout.take().expect("its stdout"));
+        let mut line = String::new();
+        stdout.read_line(&mut line).expect("its first line");
+        // "local Lambda listening on http://127.0.0.1:PORT — functions: …"
+        let url = line
+            .split_whitespace()
+            .find(|word| word.starts_with("http://"))
+            .unwrap_or_else(|| panic!("no URL in {line:?}"))
+            .to_owned();
+        Self {
+            child,
+            _stdout: stdout,
+            url,
+        }
+    }
+}
+
+impl Drop for LocalLambdaProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn predict_remote_calls_a_separate_local_lambda_through_the_sdk() {
+    let lambda = LocalLambdaProcess::start();
+    let photo = fixture("astronaut.png");
+    let output = Command::new(env!("CARGO_BIN_EXE_lambdex"))
+        .args(["predict", "--remote", "--json"])
+        .arg(&photo)
+        .env("LAMBDEX__LAMBDA__ENDPOINT_URL", &lambda.url)
+        .env("LAMBDEX__LAMBDA__CREDENTIALS", "local")
+        .output()
+        .expect("lambdex runs");
+    assert!(output.status.success(), "{output:?}");
+    let doc = PredictionDoc::from_slice(&output.stdout).expect("a PredictionDoc");
+    assert_eq!(doc.status, Status::Ok, "{:?}", doc.failure);
+    assert_eq!(doc.faces.len(), 1);
+    assert!(doc.faces[0].age.is_some() && doc.faces[0].gender.is_some());
+    // Billed from the REPORT lines of the other process's function instances.
+    let billing = doc.billing.expect("billed");
+    let functions: Vec<&str> = billing
+        .functions
+        .iter()
+        .map(|f| f.function.as_str())
+        .collect();
+    assert_eq!(functions, ["age", "face-crop", "gender"]);
+    assert!(billing.functions.iter().all(|f| f.billed_ms > 0));
+}
