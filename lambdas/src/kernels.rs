@@ -13,6 +13,11 @@
 //! loops are compiled for AVX-512 and AVX2 as well as the baseline, and the
 //! fastest the CPU has is picked at run time (`multiversion`).
 //!
+//! A residual block whose channels do not change (depthwise, 1×1
+//! convolution, sum and ReLU) becomes one op, [`ResidualBlock`]
+//! (`residual_block`), that goes over its tensor once, a band of rows at a
+//! time.
+//!
 //! [`substitute`] swaps the matching nodes of a decluttered model for these
 //! ops before tract optimises the rest; anything else is left to tract.
 //! `OnnxFile::tract_plan` builds the same model without them, the reference
@@ -28,6 +33,10 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::onnx::f32_values;
 
+mod residual_block;
+
+pub use residual_block::ResidualBlock;
+
 /// Replaces every node one of this module's ops can run; returns how many
 /// ops it wired in.
 pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
@@ -42,6 +51,23 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 
 /// A patch swapping the first node (or pair) this module has a kernel for.
 fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
+    // Whole residual blocks first, before their depthwise convolutions and
+    // sums are swapped one by one.
+    for node in model.nodes() {
+        if let Some(block) = residual_block::matched(model, node)? {
+            // The block becomes one op on its input and weights, in place
+            // of the ReLU.
+            let mut patch = TypedModelPatch::default();
+            let inputs = patch.taps(model, &block.inputs())?;
+            let wire = patch.wire_node(&node.name, ResidualBlock, &inputs)?;
+            patch.shunt_outside(model, node.id.into(), wire[0])?;
+            patch.obliterate(node.id)?;
+            for inner in block.inner() {
+                patch.obliterate(inner)?;
+            }
+            return Ok(Some(patch));
+        }
+    }
     for node in model.nodes() {
         let op: Box<dyn TypedOp> = if let Some(pool) = node.op_as::<MaxPool>() {
             if pool.with_index_outputs.is_some()
@@ -84,22 +110,13 @@ fn added_then_relu<'m>(
     model: &'m TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<&'m TypedNode>> {
-    let is_bin = |node: &TypedNode, name: &str| {
-        node.op_as::<TypedBinOp>()
-            .is_some_and(|op| op.0.name() == name)
-            && node.inputs.len() == 2
-    };
     if !is_bin(node, "Max") {
         return Ok(None);
     }
-    let is_zero = |outlet: OutletId| -> TractResult<bool> {
-        let fact = model.outlet_fact(outlet)?;
-        Ok(match &fact.konst {
-            Some(k) => k.len() == 1 && k.datum_type() == f32::datum_type() && k.is_all_zero()?,
-            None => false,
-        })
-    };
-    let sum = match (is_zero(node.inputs[0])?, is_zero(node.inputs[1])?) {
+    let sum = match (
+        is_zero(model, node.inputs[0])?,
+        is_zero(model, node.inputs[1])?,
+    ) {
         (false, true) => node.inputs[0],
         (true, false) => node.inputs[1],
         _ => return Ok(None),
@@ -117,6 +134,22 @@ fn added_then_relu<'m>(
         }
     }
     Ok(Some(add))
+}
+
+/// Whether `node` is the binary op `name` (`Add`, `Max`…) of two wires.
+fn is_bin(node: &TypedNode, name: &str) -> bool {
+    node.op_as::<TypedBinOp>()
+        .is_some_and(|op| op.0.name() == name)
+        && node.inputs.len() == 2
+}
+
+/// Whether `outlet` is a constant f32 zero.
+fn is_zero(model: &TypedModel, outlet: OutletId) -> TractResult<bool> {
+    let fact = model.outlet_fact(outlet)?;
+    Ok(match &fact.konst {
+        Some(k) => k.len() == 1 && k.datum_type() == f32::datum_type() && k.is_all_zero()?,
+        None => false,
+    })
 }
 
 fn is_f32_rank4(fact: &TypedFact) -> bool {
@@ -486,6 +519,7 @@ impl TypedOp for Depthwise3x3 {
 
 #[cfg(test)]
 mod tests {
+    use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;
 
     use super::*;
@@ -653,6 +687,72 @@ mod tests {
             .expect("evaluates")
             .expect("needs no plan");
         assert_eq!(output[0].shape(), [1, 2, 0, 2]);
+    }
+
+    /// `max(x + (einsum(depthwise(x), W) + b), 0)`, BlazeFace's residual
+    /// block, with the pointwise product also an output if `product_out`.
+    fn residual_block_model(shape: [usize; 4], product_out: bool) -> TypedModel {
+        let channels = shape[1];
+        let mut model = depthwise_model(
+            shape,
+            1,
+            PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]),
+            tensor(&[channels], 3),
+        );
+        let x = model.input_outlets().expect("an input")[0];
+        let depthwise = model.output_outlets().expect("an output")[0];
+        let mut konst =
+            |name: &str, value: Tensor| model.add_const(name, value).expect("a valid test graph");
+        let weights = konst("w", tensor(&[channels, channels], 13));
+        let bias = konst("b", tensor(&[1, channels, 1, 1], 17));
+        let zero = konst(
+            "zero",
+            tensor0(0f32)
+                .broadcast_into_rank(4)
+                .expect("a valid test graph"),
+        );
+        let mut wire = |name: &str, op: Box<dyn TypedOp>, inputs: &[OutletId]| {
+            model
+                .wire_node(name, op, inputs)
+                .expect("a valid test graph")[0]
+        };
+        let einsum = EinSum::new(
+            "NIHW,OI->NOHW".parse().expect("an axes mapping"),
+            f32::datum_type(),
+        );
+        let product = wire("pointwise", Box::new(einsum), &[depthwise, weights]);
+        let biased = wire("bias", Box::new(math::add()), &[product, bias]);
+        let sum = wire("residual", Box::new(math::add()), &[x, biased]);
+        let relu = wire("relu", Box::new(math::max()), &[sum, zero]);
+        let outputs = if product_out {
+            vec![relu, product]
+        } else {
+            vec![relu]
+        };
+        model
+            .select_output_outlets(&outputs)
+            .expect("a valid test graph");
+        model
+    }
+
+    #[test]
+    fn a_residual_block_becomes_one_op_that_matches_tract() {
+        // One band and several (a 300-pixel row makes bands of three rows,
+        // the last one short), several images, more output channels than
+        // one block of the product.
+        for shape in [[1, 24, 8, 10], [2, 3, 5, 7], [1, 4, 8, 300], [1, 1, 1, 1]] {
+            let model = residual_block_model(shape, false);
+            let swapped = swapped_and_compared(model, &[tensor(&shape, 21)]);
+            assert_eq!(swapped, 1, "{shape:?}");
+        }
+    }
+
+    #[test]
+    fn a_residual_block_whose_product_is_read_elsewhere_is_left_in_pieces() {
+        let shape = [1, 4, 6, 6];
+        let model = residual_block_model(shape, true);
+        // The depthwise convolution and the sum with its ReLU, one by one.
+        assert_eq!(swapped_and_compared(model, &[tensor(&shape, 21)]), 2);
     }
 
     #[test]
