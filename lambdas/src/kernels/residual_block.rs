@@ -7,11 +7,11 @@
 //! depthwise, tract's packing of its output for the matrix product, the
 //! product with its bias, our sum and ReLU); on BlazeFace-256's 128×128×24
 //! layers each pass reads or writes 1.5 MB. Here the block goes a band of
-//! rows at a time: every channel's depthwise rows for the band into a small
-//! buffer, their 1×1 convolution by ndarray's matrix product
-//! (`matrixmultiply`, which picks its AVX/FMA kernel at run time), then the
-//! bias, the residual and the ReLU as each output is written. The input is
-//! read once and the output written once. Against the four ops, face-crop
+//! rows at a time: every channel's depthwise rows for the band, read in
+//! place from the input rows, into a small buffer, their 1×1 convolution
+//! by ndarray's matrix product (`matrixmultiply`, which picks its AVX/FMA
+//! kernel at run time), then the bias, the residual and the ReLU as each
+//! output is written. The input is read once and the output written once. Against the four ops, face-crop
 //! took about 0.5 ms less a photo (10.2 against 10.7–11.3 ms on the
 //! astronaut, one-off interleaved runs); `lambdex bench models --layers`
 //! prints the op's share.
@@ -25,7 +25,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{Phases, depthwise_3x3, depthwise_plane, is_bin, is_zero, pad_row};
+use super::{depthwise_3x3, is_bin, is_zero};
 use crate::onnx::f32_values;
 
 /// About how many pixels of every channel one band holds: with 24
@@ -238,8 +238,6 @@ impl EvalOp for ResidualBlock {
         let target = plain.as_slice_mut::<f32>()?;
         let plane = h * w;
         let band = (BAND_PIXELS / w).clamp(1, h);
-        let cols = w + 2;
-        let mut padded = vec![vec![0f32; (band + 2) * cols]];
         let mut depthwise = vec![0f32; c * band * w];
         let mut product = vec![0f32; c * band * w];
         let images = source
@@ -249,24 +247,15 @@ impl EvalOp for ResidualBlock {
             for top in (0..h).step_by(band) {
                 let rows = band.min(h - top);
                 for channel in 0..c {
-                    let in_plane = &image[channel * plane..][..plane];
-                    for (r, padded_row) in
-                        padded[0].chunks_exact_mut(cols).take(rows + 2).enumerate()
-                    {
-                        let row = (top + r)
-                            .checked_sub(1)
-                            .filter(|&y| y < h)
-                            .map(|y| &in_plane[y * w..][..w]);
-                        pad_row(row, 1, padded_row);
-                    }
-                    let taps = Phases {
-                        phases: &padded,
-                        cols,
-                        stride: 1,
-                    };
                     let bias = dw_bias[if dw_bias.len() == 1 { 0 } else { channel }];
-                    let out = &mut depthwise[channel * band * w..][..rows * w];
-                    depthwise_plane(&taps, &dw_kernel[channel * 9..][..9], bias, out, w);
+                    depthwise_rows(
+                        &image[channel * plane..][..plane],
+                        w,
+                        top,
+                        &dw_kernel[channel * 9..][..9],
+                        bias,
+                        &mut depthwise[channel * band * w..][..rows * w],
+                    );
                 }
                 pointwise_band(
                     &Band {
@@ -293,6 +282,43 @@ impl TypedOp for ResidualBlock {
     }
 
     as_op!();
+}
+
+/// Rows `top..` of one channel's depthwise convolution (3×3, stride 1, a
+/// pixel of zero padding a side), as many as `out` holds, each input row
+/// read in place: the taps of the inner columns are three shifted slices of
+/// it, the first and last columns leave out the padding. Sums in the same
+/// order as [`super::depthwise_plane`] over padded rows.
+#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+fn depthwise_rows(
+    plane: &[f32],
+    w: usize,
+    top: usize,
+    weights: &[f32],
+    bias: f32,
+    out: &mut [f32],
+) {
+    let h = plane.len() / w;
+    for (i, out_row) in out.chunks_exact_mut(w).enumerate() {
+        out_row.fill(bias);
+        for (ky, k) in weights.chunks_exact(3).enumerate() {
+            // Input row top + i + ky − 1; a padding row adds nothing.
+            let Some(y) = (top + i + ky).checked_sub(1).filter(|&y| y < h) else {
+                continue;
+            };
+            let row = &plane[y * w..][..w];
+            if w == 1 {
+                out_row[0] += k[1] * row[0];
+                continue;
+            }
+            out_row[0] += k[1] * row[0] + k[2] * row[1];
+            let inner = out_row[1..w - 1].iter_mut();
+            for (((out, a), b), c) in inner.zip(row).zip(&row[1..]).zip(&row[2..]) {
+                *out += k[0] * a + k[1] * b + k[2] * c;
+            }
+            out_row[w - 1] += k[0] * row[w - 2] + k[1] * row[w - 1];
+        }
+    }
 }
 
 /// What the 1×1 convolution of one band reads.
