@@ -110,6 +110,25 @@ fn added_then_relu<'m>(
     model: &'m TypedModel,
     node: &TypedNode,
 ) -> TractResult<Option<&'m TypedNode>> {
+    let Some(add) = summed_then_relu(model, node)? else {
+        return Ok(None);
+    };
+    let out = model.outlet_fact(node.id.into())?;
+    for input in &add.inputs {
+        let fact = model.outlet_fact(*input)?;
+        if fact.datum_type != f32::datum_type() || fact.konst.is_some() || fact.shape != out.shape {
+            return Ok(None);
+        }
+    }
+    Ok(Some(add))
+}
+
+/// If `node` is `max(s, 0)` (a ReLU) where `s` is an `Add` that nothing
+/// else reads, the Add node.
+fn summed_then_relu<'m>(
+    model: &'m TypedModel,
+    node: &TypedNode,
+) -> TractResult<Option<&'m TypedNode>> {
     if !is_bin(node, "Max") {
         return Ok(None);
     }
@@ -122,18 +141,16 @@ fn added_then_relu<'m>(
         _ => return Ok(None),
     };
     let add = model.node(sum.node);
-    let read_elsewhere = add.outputs[0].successors.len() != 1 || model.outputs.contains(&sum);
-    if !is_bin(add, "Add") || read_elsewhere {
-        return Ok(None);
-    }
-    let out = model.outlet_fact(node.id.into())?;
-    for input in &add.inputs {
-        let fact = model.outlet_fact(*input)?;
-        if fact.datum_type != f32::datum_type() || fact.konst.is_some() || fact.shape != out.shape {
-            return Ok(None);
-        }
-    }
-    Ok(Some(add))
+    Ok((is_bin(add, "Add") && read_once(model, sum)).then_some(add))
+}
+
+/// Whether one node, and no model output, reads `outlet`.
+fn read_once(model: &TypedModel, outlet: OutletId) -> bool {
+    model.node(outlet.node).outputs[outlet.slot]
+        .successors
+        .len()
+        == 1
+        && !model.outputs.contains(&outlet)
 }
 
 /// Whether `node` is the binary op `name` (`Add`, `Max`…) of two wires.
