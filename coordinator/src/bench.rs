@@ -16,14 +16,19 @@ use lambdex_lambdas::onnx::{self, OnnxFile};
 use lambdex_lambdas::{FaceCropConfig, FaceCropper, Task, models};
 use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropRequest};
 
-/// onnxruntime 1.32, single thread, on this kind of machine (see
-/// `models/README.md`): BlazeFace 128, BlazeFace 256, age-v1, gender-v1.
+use crate::host::{Host, Simd};
+
+/// onnxruntime 1.32, single thread, on an AMD EPYC with AVX-512 (see
+/// `models/PROVENANCE.md`): BlazeFace 128, BlazeFace 256, age-v1, gender-v1.
 const ONNXRUNTIME_MS: [(&str, f64); 4] = [
     ("blazeface-128", 1.13),
     ("blazeface-256", 5.7),
     ("age-v1", 1.1),
     ("gender-v1", 0.29),
 ];
+/// The SIMD level of the machine [`ONNXRUNTIME_MS`] was measured on: on
+/// another, the ratios compare two machines.
+const ONNXRUNTIME_SIMD: Simd = Simd::Avx512;
 
 #[derive(Debug, clap::Args)]
 pub struct BenchArgs {
@@ -93,6 +98,8 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         image.height(),
         faces.len()
     );
+    let host = Host::this();
+    println!("host: {host}\n");
 
     // The networks alone, against onnxruntime.
     let front_input = detector.front().input(&image, whole);
@@ -162,6 +169,13 @@ pub async fn models(args: BenchArgs) -> anyhow::Result<()> {
         format!("{:.2}× (target ≤ 1.20×)", ours / theirs),
     ]);
     println!("{table}\n");
+    if host.simd != ONNXRUNTIME_SIMD {
+        println!(
+            "onnxruntime's times were measured with {ONNXRUNTIME_SIMD}; this host has {}, so the \
+             ratios compare two machines (onnxruntime here: see models/PROVENANCE.md).\n",
+            host.simd
+        );
+    }
     for (file, table) in layers {
         println!("{file}, op by op (mean per run):\n{table}\n");
     }

@@ -32,7 +32,8 @@
 //!
 //! [`bench`] measures the models and functions, [`bench_pipeline`] the
 //! coordinator itself (on a core of its own with [`affinity`]), [`bench_worker`] the queue path end to end, and
-//! [`power`] what a prediction costs at each memory size.
+//! [`power`] what a prediction costs at each memory size; each names the
+//! [`host`] it ran on.
 
 pub mod admin;
 pub mod affinity;
@@ -52,6 +53,7 @@ pub mod enqueue;
 pub mod face_crop;
 pub mod fanout;
 pub mod fetch;
+pub mod host;
 pub mod input;
 pub mod invoke;
 pub mod lambda_client;

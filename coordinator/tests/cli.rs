@@ -293,6 +293,11 @@ fn bench_power_measures_each_memory_size_and_writes_its_report() {
     assert!(markdown.contains("## face-crop"), "{markdown}");
     assert!(markdown.contains("Not priced"), "{markdown}");
     assert!(markdown.contains("$413"), "{markdown}");
+    // The figures name the CPU they hold for.
+    let host = lambdex::host::Host::this();
+    assert_eq!(report["host"]["arch"], host.arch);
+    assert_eq!(report["host"]["cpu"], host.cpu.as_str());
+    assert!(markdown.contains(&format!("Host: {host}.")), "{markdown}");
     let svg = std::fs::read_to_string(out.path().join("power.svg")).expect("power.svg");
     assert!(
         svg.starts_with("<svg") && svg.contains("face-crop"),

@@ -30,6 +30,7 @@ use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropBatchRequest, FaceCrop
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::host::Host;
 use cost::{Prices, Reference, ReferenceFigure};
 use measure::{Payload, Plan};
 use summary::{FunctionFigures, PipelineFigures};
@@ -135,6 +136,8 @@ pub struct ImageInfo {
 #[derive(Debug, Clone, Serialize)]
 pub struct PowerReport {
     pub generated_at: String,
+    /// The CPU measured on: the durations, and so the costs, are its own.
+    pub host: Host,
     pub invocations: usize,
     pub cold_starts: usize,
     pub cold_start_rate: f64,
@@ -217,6 +220,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
     let pipeline = summary::pipeline_figures(&functions, &requests.calls_per_image);
     let report = PowerReport {
         generated_at: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+        host: Host::this(),
         invocations: plan.invocations,
         cold_starts: plan.cold_starts,
         cold_start_rate: args.cold_start_rate,

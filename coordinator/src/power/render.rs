@@ -40,6 +40,11 @@ pub fn markdown(report: &PowerReport) -> String {
     let _ = writeln!(out, "# lambdex bench power — {}\n", report.generated_at);
     let _ = writeln!(
         out,
+        "Host: {}. Durations, and so costs, are this CPU's: Lambda's own hosts may be quicker or slower.\n",
+        report.host
+    );
+    let _ = writeln!(
+        out,
         "Each memory size: {} new instance(s) (the first call of each is a cold start), one unmeasured call with each other photo, then {} measured calls cycling through {}. \
          CPU limited to memory/1769 of a core by the local Lambda's cgroups; durations and billed durations from the REPORT lines.\n",
         report.cold_starts,
