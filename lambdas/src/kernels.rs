@@ -16,7 +16,8 @@
 //! A residual block whose channels do not change (depthwise, 1×1
 //! convolution, sum and ReLU) becomes one op, [`ResidualBlock`]
 //! (`residual_block`), that goes over its tensor once, a band of rows at a
-//! time.
+//! time. A first layer, a dense convolution of the colour planes, becomes
+//! [`StemConv`] (`stem_conv`).
 //!
 //! [`substitute`] swaps the matching nodes of a decluttered model for these
 //! ops before tract optimises the rest; anything else is left to tract.
@@ -34,8 +35,10 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 use crate::onnx::f32_values;
 
 mod residual_block;
+mod stem_conv;
 
 pub use residual_block::ResidualBlock;
+pub use stem_conv::StemConv;
 
 /// Replaces every node one of this module's ops can run; returns how many
 /// ops it wired in.
@@ -78,9 +81,12 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
             }
             Box::new(MaxPool2x2S2)
         } else if let Some(conv) = node.op_as::<Conv>() {
-            match depthwise_3x3(conv, model, node)? {
-                Some(op) => Box::new(op),
-                None => continue,
+            if let Some(op) = depthwise_3x3(conv, model, node)? {
+                Box::new(op)
+            } else if let Some(op) = stem_conv::matched(conv, model, node)? {
+                Box::new(op)
+            } else {
+                continue;
             }
         } else if let Some(add) = added_then_relu(model, node)? {
             // The pair becomes one op on the Add's inputs, in place of the Max.
@@ -662,6 +668,78 @@ mod tests {
             swapped_and_compared(too_padded, &[tensor(&[1, 3, 6, 6], 1)]),
             0
         );
+    }
+
+    /// A dense convolution of `shape`'s channels into five, `k`×`k`.
+    fn dense_conv_model(
+        shape: [usize; 4],
+        k: usize,
+        stride: usize,
+        padding: PaddingSpec,
+    ) -> TypedModel {
+        let (channels, outputs) = (shape[1], 5);
+        let mut model = TypedModel::default();
+        let x = model
+            .add_source("x", f32::fact(shape))
+            .expect("a valid test graph");
+        let w = model
+            .add_const("w", tensor(&[outputs, channels, k, k], 7))
+            .expect("a valid test graph");
+        let b = model
+            .add_const("b", tensor(&[outputs], 3))
+            .expect("a valid test graph");
+        let conv = Conv {
+            pool_spec: PoolSpec {
+                data_format: DataFormat::NCHW,
+                kernel_shape: tvec![k, k],
+                padding,
+                dilations: None,
+                strides: Some(tvec![stride, stride]),
+                input_channels: channels,
+                output_channels: outputs,
+            },
+            kernel_fmt: KernelFormat::OIHW,
+            group: 1,
+            q_params: None,
+        };
+        let y = model
+            .wire_node("conv", conv, &[x, w, b])
+            .expect("a valid test graph");
+        model.select_output_outlets(&y).expect("a valid test graph");
+        model
+    }
+
+    #[test]
+    fn a_stem_convolution_runs_as_a_banded_product_and_matches_tract() {
+        // BlazeFace's (5×5, stride 2, a pixel of padding before and two
+        // after), the gender net's (3×3, stride 1), odd sizes, several
+        // images, rows longer than one band.
+        let explicit = |before: usize, after: usize| {
+            PaddingSpec::Explicit(tvec![before, before], tvec![after, after])
+        };
+        for (shape, k, stride, padding) in [
+            ([1, 3, 16, 16], 5, 2, explicit(1, 2)),
+            ([2, 3, 9, 11], 5, 2, explicit(1, 2)),
+            ([1, 3, 10, 7], 3, 1, explicit(1, 1)),
+            ([1, 1, 6, 9], 3, 2, PaddingSpec::Valid),
+            ([1, 3, 40, 1200], 5, 2, explicit(1, 2)),
+        ] {
+            let model = dense_conv_model(shape, k, stride, padding.clone());
+            let swapped = swapped_and_compared(model, &[tensor(&shape, 11)]);
+            assert_eq!(swapped, 1, "{shape:?} {k}×{k} stride {stride} {padding:?}");
+        }
+    }
+
+    #[test]
+    fn a_convolution_over_many_channels_or_a_wide_kernel_is_left_to_tract() {
+        for (shape, k) in [([1, 8, 10, 10], 3), ([1, 3, 20, 20], 7)] {
+            let model = dense_conv_model(shape, k, 2, PaddingSpec::Valid);
+            assert_eq!(
+                swapped_and_compared(model, &[tensor(&shape, 11)]),
+                0,
+                "{shape:?} {k}×{k}"
+            );
+        }
     }
 
     #[test]
