@@ -187,6 +187,85 @@ fn is_max_pool_2x2_s2(spec: &PoolSpec) -> bool {
         && spec.padding == PaddingSpec::Valid
 }
 
+/// What a convolution our kernels take on has in common: f32, channels
+/// first, unquantised, the same stride both ways, explicit padding (or
+/// none), no dilation, a bias input.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Geometry {
+    /// The same both ways.
+    pub stride: usize,
+    /// Padding before the rows and the columns.
+    pub pad_before: [usize; 2],
+    /// Padding after the rows and the columns.
+    pub pad_after: [usize; 2],
+}
+
+impl Geometry {
+    /// The output's height and width for a `kernel`×`kernel` window over
+    /// `h`×`w`, rounding down like ONNX.
+    fn output_hw(&self, kernel: usize, h: usize, w: usize) -> (usize, usize) {
+        let out = |len: usize| {
+            if len < kernel {
+                0
+            } else {
+                (len - kernel) / self.stride + 1
+            }
+        };
+        (
+            out(h + self.pad_before[0] + self.pad_after[0]),
+            out(w + self.pad_before[1] + self.pad_after[1]),
+        )
+    }
+}
+
+/// `conv`'s [`Geometry`], if it has one.
+fn geometry(conv: &Conv, node: &TypedNode) -> Option<Geometry> {
+    let spec = &conv.pool_spec;
+    let stride = match spec.strides.as_deref() {
+        None => 1,
+        Some(&[s, t]) if s == t && s >= 1 => s,
+        Some(_) => return None,
+    };
+    let (pad_before, pad_after) = match &spec.padding {
+        PaddingSpec::Explicit(before, after) if before.len() == 2 && after.len() == 2 => {
+            ([before[0], before[1]], [after[0], after[1]])
+        }
+        PaddingSpec::Valid => ([0, 0], [0, 0]),
+        _ => return None,
+    };
+    let plain = conv.q_params.is_none()
+        && conv.kernel_fmt == KernelFormat::OIHW
+        && spec.data_format == DataFormat::NCHW
+        && spec.dilations.as_deref().unwrap_or(&[1, 1]) == [1, 1]
+        && node.inputs.len() == 3;
+    plain.then_some(Geometry {
+        stride,
+        pad_before,
+        pad_after,
+    })
+}
+
+/// Whether `node`'s input is an f32 `[N, channels, H, W]` and its weights
+/// and bias f32 constants of `weights` values and of one or `outputs`.
+fn inputs_fit(
+    model: &TypedModel,
+    node: &TypedNode,
+    channels: usize,
+    weights: usize,
+    outputs: usize,
+) -> TractResult<bool> {
+    let input = model.outlet_fact(node.inputs[0])?;
+    let is_f32_const = |outlet: OutletId, lens: &[usize]| -> TractResult<bool> {
+        let fact = model.outlet_fact(outlet)?;
+        Ok(fact.datum_type == f32::datum_type()
+            && fact.konst.as_ref().is_some_and(|k| lens.contains(&k.len())))
+    };
+    Ok(is_f32_rank4(input)
+        && input.shape[1].to_usize().ok() == Some(channels)
+        && is_f32_const(node.inputs[1], &[weights])?
+        && is_f32_const(node.inputs[2], &[1, outputs])?)
+}
+
 /// The [`Depthwise3x3`] that computes `conv`, if it is one: 3×3, stride 1 or
 /// 2 both ways, explicit padding of at most a pixel a side, constant weights
 /// and bias.
@@ -197,46 +276,22 @@ fn depthwise_3x3(
 ) -> TractResult<Option<Depthwise3x3>> {
     let spec = &conv.pool_spec;
     let channels = spec.input_channels;
-    let stride = match spec.strides.as_deref() {
-        None => 1,
-        Some(&[s, t]) if s == t && (s == 1 || s == 2) => s,
-        Some(_) => return Ok(None),
+    let Some(geometry) = geometry(conv, node) else {
+        return Ok(None);
     };
-    let (before, after) = match &spec.padding {
-        PaddingSpec::Explicit(before, after) if before.len() == 2 && after.len() == 2 => {
-            ([before[0], before[1]], [after[0], after[1]])
-        }
-        PaddingSpec::Valid => ([0, 0], [0, 0]),
-        _ => return Ok(None),
-    };
-    let shape_fits = conv.q_params.is_none()
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && spec.data_format == DataFormat::NCHW
+    let shape_fits = geometry.stride <= 2
         && conv.group == channels
         && spec.output_channels == channels
         && spec.kernel_shape[..] == [3, 3]
-        && spec.dilations.as_deref().unwrap_or(&[1, 1]) == [1, 1]
-        && before.iter().chain(&after).all(|&p| p <= 1)
-        && node.inputs.len() == 3;
-    if !shape_fits {
+        && geometry
+            .pad_before
+            .iter()
+            .chain(&geometry.pad_after)
+            .all(|&p| p <= 1);
+    if !shape_fits || !inputs_fit(model, node, channels, channels * 9, channels)? {
         return Ok(None);
     }
-    let input = model.outlet_fact(node.inputs[0])?;
-    let kernel = model.outlet_fact(node.inputs[1])?;
-    let bias = model.outlet_fact(node.inputs[2])?;
-    let is_f32_const = |fact: &TypedFact, lens: &[usize]| {
-        fact.datum_type == f32::datum_type()
-            && fact.konst.as_ref().is_some_and(|k| lens.contains(&k.len()))
-    };
-    let inputs_fit = is_f32_rank4(input)
-        && input.shape[1].to_usize().ok() == Some(channels)
-        && is_f32_const(kernel, &[channels * 9])
-        && is_f32_const(bias, &[1, channels]);
-    Ok(inputs_fit.then_some(Depthwise3x3 {
-        stride,
-        pad_before: before,
-        pad_after: after,
-    }))
+    Ok(Some(Depthwise3x3 { geometry }))
 }
 
 /// 2×2 max pool with stride 2 and no padding: `[N, C, H, W]` to
@@ -317,33 +372,13 @@ impl TypedOp for MaxPool2x2S2 {
 /// `[C, 1, 3, 3]`, bias (one value, or one per channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Depthwise3x3 {
-    /// The same both ways: 1 or 2.
-    pub stride: usize,
-    /// Padding before the rows and the columns.
-    pub pad_before: [usize; 2],
-    /// Padding after the rows and the columns.
-    pub pad_after: [usize; 2],
-}
-
-impl Depthwise3x3 {
-    fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        let out = |len: usize| {
-            if len < 3 {
-                0
-            } else {
-                (len - 3) / self.stride + 1
-            }
-        };
-        (
-            out(h + self.pad_before[0] + self.pad_after[0]),
-            out(w + self.pad_before[1] + self.pad_after[1]),
-        )
-    }
+    /// The stride is 1 or 2.
+    pub geometry: Geometry,
 }
 
 impl Op for Depthwise3x3 {
     fn name(&self) -> StaticName {
-        format!("lambdex.Depthwise3x3S{}", self.stride).into()
+        format!("lambdex.Depthwise3x3S{}", self.geometry.stride).into()
     }
 
     op_as_typed_op!();
@@ -361,11 +396,11 @@ impl EvalOp for Depthwise3x3 {
             );
         };
         ensure!(
-            self.stride == 1 || self.stride == 2,
+            self.geometry.stride == 1 || self.geometry.stride == 2,
             "stride {}",
-            self.stride
+            self.geometry.stride
         );
-        let (oh, ow) = self.output_hw(h, w);
+        let (oh, ow) = self.geometry.output_hw(3, h, w);
         let kernel = f32_values(&kernel)?;
         let bias = f32_values(&bias)?;
         ensure!(kernel.len() == c * 9 && (bias.len() == 1 || bias.len() == c));
@@ -376,8 +411,8 @@ impl EvalOp for Depthwise3x3 {
         let source = f32_values(&input)?;
         let mut plain = output.try_as_plain_ram_mut()?;
         let target = plain.as_slice_mut::<f32>()?;
-        let [top, left] = self.pad_before;
-        let stride = self.stride;
+        let [top, left] = self.geometry.pad_before;
+        let stride = self.geometry.stride;
         // Each padded row the outputs read, as `stride` phases: phase p holds
         // the padded columns p, p + stride, p + 2·stride… Tap kx of output
         // column x then reads phase kx % stride at x + kx / stride.
@@ -528,7 +563,9 @@ fn split_row(row: Option<&[f32]>, left: usize, even: &mut [f32], odd: &mut [f32]
 impl TypedOp for Depthwise3x3 {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = &inputs[0].shape;
-        let (oh, ow) = self.output_hw(shape[2].to_usize()?, shape[3].to_usize()?);
+        let (oh, ow) = self
+            .geometry
+            .output_hw(3, shape[2].to_usize()?, shape[3].to_usize()?);
         Ok(tvec!(f32::fact([
             shape[0].to_usize()?,
             shape[1].to_usize()?,

@@ -21,11 +21,11 @@ use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, PaddingSpec};
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::{depthwise_3x3, is_bin, read_once, summed_then_relu};
+use super::{Geometry, depthwise_3x3, is_bin, read_once, summed_then_relu};
 use crate::onnx::f32_values;
 
 /// About how many pixels of every channel one band holds: with 24
@@ -149,9 +149,12 @@ fn branch_of<'m>(
     let Some(op) = depthwise_3x3(conv, model, depthwise)? else {
         return Ok(None);
     };
-    let one_pixel = PaddingSpec::Explicit(tvec![1, 1], tvec![1, 1]);
-    if op.stride != 1
-        || conv.pool_spec.padding != one_pixel
+    let one_pixel = Geometry {
+        stride: 1,
+        pad_before: [1, 1],
+        pad_after: [1, 1],
+    };
+    if op.geometry != one_pixel
         || depthwise.inputs[0] != x
         || !read_once(model, pointwise.inputs[0])
     {

@@ -17,11 +17,10 @@ use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
 use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
-use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec};
-use tract_onnx::tract_core::ops::nn::DataFormat;
+use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
-use super::is_f32_rank4;
+use super::{Geometry, geometry, inputs_fit};
 use crate::onnx::f32_values;
 
 /// The most input channels this op takes on: beyond a few, the gathered
@@ -38,11 +37,7 @@ const MAX_KERNEL: usize = 5;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StemConv {
     pub kernel: usize,
-    pub stride: usize,
-    /// Padding before the rows and the columns.
-    pub pad_before: [usize; 2],
-    /// Padding after the rows and the columns.
-    pub pad_after: [usize; 2],
+    pub geometry: Geometry,
 }
 
 /// The [`StemConv`] that computes `conv`, if it is one.
@@ -56,69 +51,25 @@ pub(super) fn matched(
         [k, l] if k == l => k,
         _ => return Ok(None),
     };
-    let stride = match spec.strides.as_deref() {
-        None => 1,
-        Some(&[s, t]) if s == t && s >= 1 => s,
-        Some(_) => return Ok(None),
+    let Some(geometry) = geometry(conv, node) else {
+        return Ok(None);
     };
-    let (pad_before, pad_after) = match &spec.padding {
-        PaddingSpec::Explicit(before, after) if before.len() == 2 && after.len() == 2 => {
-            ([before[0], before[1]], [after[0], after[1]])
-        }
-        PaddingSpec::Valid => ([0, 0], [0, 0]),
-        _ => return Ok(None),
-    };
-    let channels = spec.input_channels;
-    let shape_fits = conv.q_params.is_none()
-        && conv.kernel_fmt == KernelFormat::OIHW
-        && spec.data_format == DataFormat::NCHW
-        && conv.group == 1
-        && channels <= MAX_INPUT_CHANNELS
-        && kernel <= MAX_KERNEL
-        && spec.dilations.as_deref().unwrap_or(&[1, 1]) == [1, 1]
-        && node.inputs.len() == 3;
-    if !shape_fits {
+    let (channels, outputs) = (spec.input_channels, spec.output_channels);
+    let shape_fits = conv.group == 1 && channels <= MAX_INPUT_CHANNELS && kernel <= MAX_KERNEL;
+    let weights = outputs * channels * kernel * kernel;
+    if !shape_fits || !inputs_fit(model, node, channels, weights, outputs)? {
         return Ok(None);
     }
-    let outputs = spec.output_channels;
-    let input = model.outlet_fact(node.inputs[0])?;
-    let weights = model.outlet_fact(node.inputs[1])?;
-    let bias = model.outlet_fact(node.inputs[2])?;
-    let is_f32_const = |fact: &TypedFact, lens: &[usize]| {
-        fact.datum_type == f32::datum_type()
-            && fact.konst.as_ref().is_some_and(|k| lens.contains(&k.len()))
-    };
-    let fits = is_f32_rank4(input)
-        && input.shape[1].to_usize().ok() == Some(channels)
-        && is_f32_const(weights, &[outputs * channels * kernel * kernel])
-        && is_f32_const(bias, &[1, outputs]);
-    Ok(fits.then_some(StemConv {
-        kernel,
-        stride,
-        pad_before,
-        pad_after,
-    }))
-}
-
-impl StemConv {
-    fn output_hw(&self, h: usize, w: usize) -> (usize, usize) {
-        let out = |len: usize| {
-            if len < self.kernel {
-                0
-            } else {
-                (len - self.kernel) / self.stride + 1
-            }
-        };
-        (
-            out(h + self.pad_before[0] + self.pad_after[0]),
-            out(w + self.pad_before[1] + self.pad_after[1]),
-        )
-    }
+    Ok(Some(StemConv { kernel, geometry }))
 }
 
 impl Op for StemConv {
     fn name(&self) -> StaticName {
-        format!("lambdex.StemConv{0}x{0}S{1}", self.kernel, self.stride).into()
+        format!(
+            "lambdex.StemConv{0}x{0}S{1}",
+            self.kernel, self.geometry.stride
+        )
+        .into()
     }
 
     op_as_typed_op!();
@@ -132,7 +83,7 @@ impl EvalOp for StemConv {
         let &[n, c, h, w] = input.shape() else {
             bail!("StemConv expects a rank-4 input, got {:?}", input.shape());
         };
-        let (k, stride) = (self.kernel, self.stride);
+        let (k, stride) = (self.kernel, self.geometry.stride);
         let weights = f32_values(&weights)?;
         let o = weights.len() / (c * k * k).max(1);
         let bias = match f32_values(&bias)? {
@@ -143,7 +94,7 @@ impl EvalOp for StemConv {
             weights.len() == o * c * k * k && bias.len() == o,
             "StemConv weights do not fit {c} input channels"
         );
-        let (oh, ow) = self.output_hw(h, w);
+        let (oh, ow) = self.geometry.output_hw(k, h, w);
         let mut output = Tensor::zero::<f32>(&[n, o, oh, ow])?;
         if output.len() == 0 {
             return Ok(tvec!(output.into_tvalue()));
@@ -151,7 +102,7 @@ impl EvalOp for StemConv {
         let source = f32_values(&input)?;
         let mut plain = output.try_as_plain_ram_mut()?;
         let target = plain.as_slice_mut::<f32>()?;
-        let [top, left] = self.pad_before;
+        let [top, left] = self.geometry.pad_before;
         // The padded rows the outputs read, each as `stride` phases: phase p
         // of a row holds its padded columns p, p + stride… so that tap kx
         // of output column x is phase kx % stride at x + kx / stride.
@@ -280,7 +231,9 @@ impl TypedOp for StemConv {
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let shape = &inputs[0].shape;
         let outputs = inputs[1].shape[0].to_usize()?;
-        let (oh, ow) = self.output_hw(shape[2].to_usize()?, shape[3].to_usize()?);
+        let (oh, ow) =
+            self.geometry
+                .output_hw(self.kernel, shape[2].to_usize()?, shape[3].to_usize()?);
         Ok(tvec!(f32::fact([shape[0].to_usize()?, outputs, oh, ow])))
     }
 
