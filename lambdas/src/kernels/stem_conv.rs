@@ -31,9 +31,10 @@ const MAX_INPUT_CHANNELS: usize = 4;
 /// slower this way than tract's (`bench models --layers`).
 const MAX_KERNEL: usize = 5;
 
-/// A `k`×`k` convolution of `[N, C, H, W]` with `C` ≤ 4 and `k` ≤ 5, groups of one,
-/// the same stride both ways and explicit zero padding. Inputs: data,
-/// weights `[O, C, k, k]`, bias (one value, or one per output channel).
+/// A `k`×`k` convolution of `[N, C, H, W]` with `C` ≤ 4 and `k` ≤ 5,
+/// groups of one, the same stride both ways and explicit zero padding.
+/// Inputs: data, weights `[O, C, k, k]`, bias (one value, or one per output
+/// channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct StemConv {
     pub kernel: usize,
@@ -99,6 +100,11 @@ impl EvalOp for StemConv {
         if output.len() == 0 {
             return Ok(tvec!(output.into_tvalue()));
         }
+        ensure!(
+            input.len() > 0,
+            "StemConv of an empty {:?} input",
+            input.shape()
+        );
         let source = f32_values(&input)?;
         let mut plain = output.try_as_plain_ram_mut()?;
         let target = plain.as_slice_mut::<f32>()?;
