@@ -19,8 +19,8 @@ pub struct Host {
     pub cores: usize,
 }
 
-/// The widest SIMD level that tract, matrixmultiply and our multiversioned
-/// kernels choose from at run time.
+/// The widest SIMD level that tract and our kernels (multiversion, pulp)
+/// choose from at run time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Simd {

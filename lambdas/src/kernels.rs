@@ -34,6 +34,7 @@ use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
 use crate::onnx::f32_values;
 
+mod product;
 mod residual_block;
 mod stem_conv;
 
@@ -871,8 +872,15 @@ mod tests {
     fn a_residual_block_becomes_one_op_that_matches_tract() {
         // One band and several (a 300-pixel row makes bands of three rows,
         // the last one short), several images, more output channels than
-        // one block of the product.
-        for shape in [[1, 24, 8, 10], [2, 3, 5, 7], [1, 4, 8, 300], [1, 1, 1, 1]] {
+        // one block of the product, and channels past its last block.
+        for shape in [
+            [1, 24, 8, 10],
+            [2, 3, 5, 7],
+            [1, 4, 8, 300],
+            [1, 6, 5, 18],
+            [1, 5, 3, 40],
+            [1, 1, 1, 1],
+        ] {
             let model = residual_block_model(shape, false);
             let swapped = swapped_and_compared(model, &[tensor(&shape, 21)]);
             assert_eq!(swapped, 1, "{shape:?}");

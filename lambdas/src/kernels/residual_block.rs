@@ -8,30 +8,33 @@
 //! product with its bias, our sum and ReLU); on BlazeFace-256's 128×128×24
 //! layers each pass reads or writes 1.5 MB. Here the block goes a band of
 //! rows at a time: every channel's depthwise rows for the band, read in
-//! place from the input rows, into a small buffer, their 1×1 convolution
-//! by ndarray's matrix product (`matrixmultiply`, which picks its AVX/FMA
-//! kernel at run time), then the bias, the residual and the ReLU as each
-//! output is written. The input is read once and the output written once.
-//! Against the four ops, face-crop took about 0.5 ms less a photo (10.2
-//! against 10.7–11.3 ms on the astronaut, one-off interleaved runs);
+//! place from the input rows, into a small buffer, then their 1×1
+//! convolution as a register-tiled product (`product`) that adds the bias
+//! and the residual and applies the ReLU as each output is written. The
+//! input is read once and the output written once. Against the four ops,
+//! face-crop took about 0.5 ms less a photo (10.2 against 10.7–11.3 ms on
+//! the astronaut, one-off interleaved runs, with ndarray's matrix product
+//! then). With the tiled product in its place, BlazeFace-256 takes
+//! 0.41–0.44 of tract's own plan's time against 0.53–0.56 (`lambdex bench
+//! models`, three interleaved runs, AMD EPYC with AVX-512).
 //! `lambdex bench models --layers` prints the op's share.
 
 use multiversion::multiversion;
-use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
-use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
+use super::product::{PackedWeights, Product, Rows, RowsMut, Then};
 use super::{Geometry, depthwise_3x3, is_bin, read_once, summed_then_relu};
 use crate::onnx::f32_values;
 
 /// About how many pixels of every channel one band holds: with 24
-/// channels, 96 KB of depthwise output and as much of product, which stay
-/// in L2 while the band is finished. 256 to 4,096 took within 5 % of each
-/// other on face-crop; 1,024 was the quickest.
+/// channels, 96 KB of depthwise output, which stays in L2 while the band
+/// is finished. 256 to 4,096 took within 5 % of each other on face-crop;
+/// 1,024 was the quickest (measured with ndarray's product, which also
+/// wrote a band-sized buffer).
 const BAND_PIXELS: usize = 1024;
 
 /// `relu(x + pointwise(depthwise(x)))`. Inputs: `x` `[N, C, H, W]`, the
@@ -222,7 +225,7 @@ impl EvalOp for ResidualBlock {
         let plane = h * w;
         let band = (BAND_PIXELS / w).clamp(1, h);
         let mut depthwise = vec![0f32; c * band * w];
-        let mut product = vec![0f32; c * band * w];
+        let pointwise = PackedWeights::new(pw_weights, c, c);
         let images = source
             .chunks_exact(c * plane)
             .zip(target.chunks_exact_mut(c * plane));
@@ -240,19 +243,25 @@ impl EvalOp for ResidualBlock {
                         &mut depthwise[channel * band * w..][..rows * w],
                     );
                 }
-                pointwise_band(
-                    &Band {
-                        depthwise: &depthwise,
-                        depthwise_stride: band * w,
-                        pixels: rows * w,
-                        residual: &image[top * w..],
-                        plane,
+                let residual = Rows {
+                    values: &image[top * w..],
+                    stride: plane,
+                };
+                Product {
+                    weights: &pointwise,
+                    bias: pw_bias,
+                    x: Rows {
+                        values: &depthwise,
+                        stride: band * w,
                     },
-                    pw_weights,
-                    pw_bias,
-                    &mut product,
-                    &mut out_image[top * w..],
-                )?;
+                    pixels: rows * w,
+                    out: RowsMut {
+                        values: &mut out_image[top * w..],
+                        stride: plane,
+                    },
+                    then: Then::AddResidualRelu(residual),
+                }
+                .run();
             }
         }
         Ok(tvec!(output.into_tvalue()))
@@ -271,7 +280,10 @@ impl TypedOp for ResidualBlock {
 /// pixel of zero padding a side), as many as `out` holds, each input row
 /// read in place: the taps of the inner columns are three shifted slices of
 /// it, the first and last columns leave out the padding. Sums in the same
-/// order as [`super::depthwise_plane`] over padded rows.
+/// order as [`super::depthwise_plane`] over padded rows. (Summing all nine
+/// taps of a vector in registers and storing it once was slower: 0.99
+/// against 0.62 µs for a band of 128-pixel rows, 1.12 against 0.90 µs for
+/// 64, in a one-off micro-benchmark on an AMD EPYC with AVX-512.)
 #[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn depthwise_rows(
     plane: &[f32],
@@ -301,58 +313,5 @@ fn depthwise_rows(
             }
             out_row[w - 1] += k[0] * row[w - 2] + k[1] * row[w - 1];
         }
-    }
-}
-
-/// What the 1×1 convolution of one band reads.
-struct Band<'a> {
-    /// Channel after channel, `depthwise_stride` apart, the band's
-    /// depthwise outputs.
-    depthwise: &'a [f32],
-    depthwise_stride: usize,
-    /// Pixels in the band.
-    pixels: usize,
-    /// The block's input from the band's first pixel, channels `plane`
-    /// apart (as the output is).
-    residual: &'a [f32],
-    plane: usize,
-}
-
-/// One band's outputs: `relu(W · depthwise + bias + residual)` for every
-/// output channel, the product through `product`, a `[C, band pixels]`
-/// buffer.
-fn pointwise_band(
-    band: &Band,
-    weights: &[f32],
-    bias: &[f32],
-    product: &mut [f32],
-    out: &mut [f32],
-) -> TractResult<()> {
-    let channels = bias.len();
-    let weights = ArrayView2::from_shape((channels, channels), weights)?;
-    let depthwise = ArrayView2::from_shape(
-        (channels, band.pixels).strides((band.depthwise_stride, 1)),
-        band.depthwise,
-    )?;
-    let stride = product.len() / channels;
-    let mut products =
-        ArrayViewMut2::from_shape((channels, band.pixels).strides((stride, 1)), product)?;
-    general_mat_mul(1.0, &weights, &depthwise, 0.0, &mut products);
-    for (channel, &b) in bias.iter().enumerate() {
-        let at = channel * band.plane;
-        add_bias_residual_relu(
-            &product[channel * stride..][..band.pixels],
-            b,
-            &band.residual[at..][..band.pixels],
-            &mut out[at..][..band.pixels],
-        );
-    }
-    Ok(())
-}
-
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn add_bias_residual_relu(product: &[f32], bias: f32, residual: &[f32], out: &mut [f32]) {
-    for ((o, &p), &r) in out.iter_mut().zip(product).zip(residual) {
-        *o = (p + bias + r).max(0.0);
     }
 }

@@ -9,17 +9,18 @@
 //! each input plane is padded and split into its `stride` column phases
 //! once, so that a tap of a whole output row is one contiguous slice; a
 //! band of rows at a time, those slices are copied into a small im2col
-//! matrix, which the weights multiply onto the bias already in the output.
-//! On BlazeFace-256 the layer takes about 2.0 ms against tract's 3.3 ms
-//! (`lambdex bench models --layers`, that Xeon).
+//! matrix, which the weights multiply (`product`, with the bias).
+//! On BlazeFace-256 the layer took about 2.0 ms against tract's 3.3 ms
+//! (`lambdex bench models --layers`, that Xeon) with ndarray's matrix
+//! product, and takes 1.13–1.21 against 1.59–1.69 ms with `product` (two
+//! interleaved runs on an AMD EPYC with AVX-512).
 
-use tract_onnx::prelude::tract_ndarray::linalg::general_mat_mul;
-use tract_onnx::prelude::tract_ndarray::{ArrayView2, ArrayViewMut2, ShapeBuilder};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
 
+use super::product::{PackedWeights, Product, Rows, RowsMut, Then};
 use super::{Geometry, geometry, inputs_fit};
 use crate::onnx::f32_values;
 
@@ -116,6 +117,7 @@ impl EvalOp for StemConv {
         let cols = ow + (k - 1) / stride;
         let mut planes = vec![0f32; c * stride * rows * cols];
         let mut columns = Vec::new();
+        let weights = PackedWeights::new(weights, o, c * k * k);
         for (image, out_image) in source
             .chunks_exact(c * h * w)
             .zip(target.chunks_exact_mut(o * oh * ow))
@@ -129,7 +131,7 @@ impl EvalOp for StemConv {
                 stride,
             };
             phases.fill(image, h, w, top, left);
-            conv_image(&phases, weights, &bias, out_image, ow, &mut columns)?;
+            conv_image(&phases, &weights, &bias, out_image, ow, &mut columns);
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -185,26 +187,20 @@ impl Phases<'_> {
 /// Every output channel of one image (`[O, oh, ow]`), a band of rows at a
 /// time: the band's taps are copied, slice by slice, into the rows of a
 /// small matrix (input channel × tap by band pixel, an im2col that stays
-/// in L2), then multiplied by the weights (`[O, C·k·k]`) onto the bias
-/// already in the output, by ndarray's matrix product (`matrixmultiply`,
-/// which picks its AVX/FMA kernel at run time).
+/// in L2), then multiplied by the weights (`[O, C·k·k]`) with the bias.
 fn conv_image(
     phases: &Phases,
-    weights: &[f32],
+    weights: &PackedWeights,
     bias: &[f32],
     out: &mut [f32],
     ow: usize,
     columns: &mut Vec<f32>,
-) -> TractResult<()> {
+) {
     let (channels, k) = (phases.channels, phases.kernel);
     let taps = channels * k * k;
     let outputs = bias.len();
     let plane = out.len() / outputs;
     let oh = plane / ow;
-    for (channel, &b) in bias.iter().enumerate() {
-        out[channel * plane..][..plane].fill(b);
-    }
-    let weights = ArrayView2::from_shape((outputs, taps), weights)?;
     let band = (BAND_PIXELS / ow).clamp(1, oh);
     columns.resize(taps * band * ow, 0.0);
     for top in (0..oh).step_by(band) {
@@ -221,12 +217,22 @@ fn conv_image(
                 }
             }
         }
-        let matrix = ArrayView2::from_shape((taps, pixels), &columns[..taps * pixels])?;
-        let mut products =
-            ArrayViewMut2::from_shape((outputs, pixels).strides((plane, 1)), &mut out[top * ow..])?;
-        general_mat_mul(1.0, &weights, &matrix, 1.0, &mut products);
+        Product {
+            weights,
+            bias,
+            x: Rows {
+                values: &columns[..taps * pixels],
+                stride: pixels,
+            },
+            pixels,
+            out: RowsMut {
+                values: &mut out[top * ow..],
+                stride: plane,
+            },
+            then: Then::Store,
+        }
+        .run();
     }
-    Ok(())
 }
 
 /// About how many output pixels one band holds: BlazeFace-256's 75 taps
