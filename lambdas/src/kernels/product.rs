@@ -12,7 +12,7 @@
 //! CPU has, picked at run time (AVX-512, AVX2 + FMA, or scalar), in safe
 //! code. Against ndarray's matrix product (`matrixmultiply`, whose widest
 //! kernel is AVX2) followed by a pass for the bias, residual and ReLU, a
-//! 24-channel, 1,024-pixel band took 12–13.7 against 29–38 µs on an AMD
+//! 24-channel, 1,024-pixel band took 12.0–12.6 against 29–38 µs on an AMD
 //! EPYC with AVX-512, 48 channels 46–48 against 71 µs (a one-off
 //! micro-benchmark); `lambdex bench models --layers` prints what the ops
 //! cost now.
