@@ -10,12 +10,13 @@
 //! weights for one input row are adjacent ([`PackedWeights`]); `x` is read
 //! in place, with no packing. pulp compiles the tile for the best SIMD the
 //! CPU has, picked at run time (AVX-512, AVX2 + FMA, or scalar), in safe
-//! code. Against ndarray's matrix product (`matrixmultiply`, whose widest
-//! kernel is AVX2) followed by a pass for the bias, residual and ReLU, a
-//! 24-channel, 1,024-pixel band took 12.0–12.6 against 29–38 µs on an AMD
-//! EPYC with AVX-512, 48 channels 46–48 against 71 µs (a one-off
-//! micro-benchmark); `lambdex bench models --layers` prints what the ops
-//! cost now.
+//! code. In its place of ndarray's matrix product (`matrixmultiply`, whose
+//! widest kernel is AVX2) and a pass for the bias, residual and ReLU,
+//! BlazeFace-256 went from 0.50–0.56 to 0.39–0.44 of tract's own plan's
+//! time on an AMD EPYC with AVX-512 (`lambdex bench models`, five
+//! interleaved runs; `--layers` prints each op's share). In a one-off
+//! micro-benchmark there, a 24-channel, 1,024-pixel band took 12.0–12.6
+//! against 29–38 µs, 48 channels 46–48 against 71 µs.
 
 use pulp::{Simd, WithSimd};
 
@@ -25,33 +26,38 @@ use pulp::{Simd, WithSimd};
 const WIDE_TILE: (usize, usize) = (4, 4);
 const NARROW_TILE: (usize, usize) = (6, 2);
 
+/// Whether `S` runs [`WIDE_TILE`]s (16 lanes or more) or [`NARROW_TILE`]s.
+fn wide<S: Simd>() -> bool {
+    S::F32_LANES >= 16
+}
+
 /// `W` (`[outputs, inputs]`, row-major), laid out for the tiles of the
 /// SIMD level [`Product`] will run on: for each block of a tile's output
 /// channels, input row by input row, the block's weights side by side.
-/// Channels past the last whole block keep their rows as they are.
+/// Channels past the last whole block are read from `W` as it is.
 #[derive(Debug, Clone)]
-pub(super) struct PackedWeights {
+pub(super) struct PackedWeights<'w> {
     blocks: Vec<f32>,
     /// Output channels per block.
     block: usize,
-    rows: Vec<f32>,
+    rows: &'w [f32],
     outputs: usize,
     inputs: usize,
 }
 
-impl PackedWeights {
-    pub fn new(weights: &[f32], outputs: usize, inputs: usize) -> Self {
+impl<'w> PackedWeights<'w> {
+    pub fn new(weights: &'w [f32], outputs: usize, inputs: usize) -> Self {
         let block = pulp::Arch::new().dispatch(TileChannels);
         Self::with_block(weights, outputs, inputs, block)
     }
 
     /// Laid out for the tiles of `S`, as [`Product::run_on`] takes them.
     #[cfg(test)]
-    fn for_simd<S: Simd>(simd: S, weights: &[f32], outputs: usize, inputs: usize) -> Self {
+    fn for_simd<S: Simd>(simd: S, weights: &'w [f32], outputs: usize, inputs: usize) -> Self {
         Self::with_block(weights, outputs, inputs, TileChannels.with_simd(simd))
     }
 
-    fn with_block(weights: &[f32], outputs: usize, inputs: usize, block: usize) -> Self {
+    fn with_block(weights: &'w [f32], outputs: usize, inputs: usize, block: usize) -> Self {
         assert!(inputs > 0, "a product over no inputs");
         assert_eq!(weights.len(), outputs * inputs, "W is outputs × inputs");
         let whole = outputs / block * block;
@@ -64,7 +70,7 @@ impl PackedWeights {
         Self {
             blocks,
             block,
-            rows: weights.to_vec(),
+            rows: weights,
             outputs,
             inputs,
         }
@@ -79,7 +85,7 @@ impl WithSimd for TileChannels {
 
     #[inline(always)]
     fn with_simd<S: Simd>(self, _simd: S) -> usize {
-        if S::F32_LANES >= 16 {
+        if wide::<S>() {
             WIDE_TILE.0
         } else {
             NARROW_TILE.0
@@ -121,7 +127,7 @@ pub(super) enum Then<'a> {
 /// pixels of every row: [`Product::run`] computes it.
 #[derive(Debug)]
 pub(super) struct Product<'a> {
-    pub weights: &'a PackedWeights,
+    pub weights: &'a PackedWeights<'a>,
     pub bias: &'a [f32],
     pub x: Rows<'a>,
     pub pixels: usize,
@@ -149,7 +155,7 @@ impl WithSimd for Product<'_> {
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
         let packed = &self.weights.blocks;
-        if S::F32_LANES >= 16 {
+        if wide::<S>() {
             self.tiles::<S, { WIDE_TILE.0 }, { WIDE_TILE.1 }>(simd, packed);
         } else {
             self.tiles::<S, { NARROW_TILE.0 }, { NARROW_TILE.1 }>(simd, packed);
