@@ -286,12 +286,17 @@ fn bench_power_measures_each_memory_size_and_writes_its_report() {
     // Shared batching, the default: each call a full batch of images.
     let images = lambdex::config::DEFAULT_CROP_BATCH_SIZE as f64;
     assert_eq!(report["images_per_crop_call"], images);
+    // The astronaut shows one face: as many faces as images a call.
+    assert_eq!(report["faces_per_crop_call"], images);
     assert_eq!(report["calls_per_image"]["face-crop"], 1.0 / images);
     // Face-crop alone: no pipeline figure, and the Markdown says why.
     assert!(report["pipeline"].is_null());
     let markdown = std::fs::read_to_string(out.path().join("power.md")).expect("power.md");
     assert!(markdown.contains("## face-crop"), "{markdown}");
     assert!(markdown.contains("Not priced"), "{markdown}");
+    // Face-crop priced per image and per face found.
+    assert!(markdown.contains("per 8M images"), "{markdown}");
+    assert!(markdown.contains("per 8M faces"), "{markdown}");
     assert!(markdown.contains("$413"), "{markdown}");
     // The figures name the CPU they hold for.
     let host = lambdex::host::Host::this();

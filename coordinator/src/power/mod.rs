@@ -150,6 +150,8 @@ pub struct PowerReport {
     pub faces_per_classifier_call: f64,
     /// Images in a face-crop call.
     pub images_per_crop_call: f64,
+    /// Faces those images show, on average over the face-crop calls.
+    pub faces_per_crop_call: f64,
     pub functions: Vec<FunctionFigures>,
     pub pipeline: Option<PipelineFigures>,
     pub reference: Vec<ReferenceFigure>,
@@ -237,6 +239,7 @@ pub async fn run(mut args: PowerBenchArgs) -> anyhow::Result<()> {
         calls_per_image: requests.calls_per_image.clone(),
         faces_per_classifier_call: requests.faces_per_classifier_call,
         images_per_crop_call: requests.images_per_crop_call,
+        faces_per_crop_call: requests.faces_per_crop_call,
         functions,
         pipeline,
         reference: reference.reference,
@@ -321,6 +324,7 @@ struct Requests {
     faces: Vec<usize>,
     faces_per_classifier_call: f64,
     images_per_crop_call: f64,
+    faces_per_crop_call: f64,
     calls_per_image: BTreeMap<String, f64>,
 }
 
@@ -371,6 +375,11 @@ impl Requests {
         };
         let faces: Vec<usize> = crops_per_photo.iter().map(|(_, c)| c.len()).collect();
         let mean_faces = faces.iter().sum::<usize>() as f64 / photos.len().max(1) as f64;
+        // The photos in turn: one a call (per image), or a batch of them.
+        let faces_per_crop_call = match batching {
+            Batching::PerImage => mean_faces,
+            Batching::Shared => faces.iter().cycle().take(crop_batch).sum::<usize>() as f64,
+        };
 
         let mut classify = Vec::new();
         let mut crops_sent = 0;
@@ -426,6 +435,7 @@ impl Requests {
         Ok(Self {
             face_crop,
             images_per_crop_call: images_per_crop_call as f64,
+            faces_per_crop_call,
             faces_per_classifier_call: crops_sent as f64 / classify.len().max(1) as f64,
             classify,
             faces,

@@ -136,14 +136,26 @@ pub fn markdown(report: &PowerReport) -> String {
                 if function.function == Function::FaceCrop.name() {
                     let images = report.images_per_crop_call.max(1.0);
                     let per_image = best.x86.per_8m_usd / images;
+                    let faces = report.faces_per_crop_call;
                     let _ = write!(
                         out,
                         "The calls carried {images:.0} image(s) each: {} per 8M images. \
-                         Target ≤ {} per 8M predictions (an image each): {}. ",
+                         Target ≤ {} per 8M predictions, counting an image each: {}. ",
                         usd(per_image),
                         usd(MODEL_TARGET_USD),
                         met(per_image, MODEL_TARGET_USD)
                     );
+                    // Each face found is a prediction the classifiers make.
+                    if faces > 0.0 {
+                        let per_face = best.x86.per_8m_usd / faces;
+                        let _ = write!(
+                            out,
+                            "They showed {faces:.2} faces a call: {} per 8M faces; \
+                             counting a face each: {}. ",
+                            usd(per_face),
+                            met(per_face, MODEL_TARGET_USD)
+                        );
+                    }
                 } else {
                     let faces = report.faces_per_classifier_call.max(1.0);
                     let per_face = best.x86.per_8m_usd / faces;
