@@ -311,6 +311,24 @@ impl World {
         letters
     }
 
+    /// Messages waiting in `queues` together, once at least `count` of
+    /// them are, or when `PATIENCE` is up: a process that stopped holding
+    /// messages unacknowledged has them requeued a moment after it goes,
+    /// when the broker sees its connection close.
+    pub async fn settled_ready_in(&self, queues: &[&str], count: usize) -> usize {
+        let started = Instant::now();
+        loop {
+            let mut ready = 0;
+            for queue in queues {
+                ready += self.ready_in(queue).await as usize;
+            }
+            if ready >= count || started.elapsed() > PATIENCE {
+                return ready;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Messages waiting in `queue` (not counting those delivered).
     pub async fn ready_in(&self, queue: &str) -> u32 {
         let (connection, channel) = self.channel().await;
