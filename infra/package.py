@@ -3,7 +3,7 @@
 
 For each package: the function binary as `bootstrap` (runtime
 provided.al2023) and its model folder, weights and licences, zipped into
-`target/lambda/NAME.zip`:
+`$CARGO_TARGET_DIR/lambda/NAME.zip` (`target/` by default):
 
     face-crop.zip   bootstrap (face-crop), models/blazeface/
     classify.zip    bootstrap (classify),  models/age-gender/  (age and gender)
@@ -17,8 +17,8 @@ symbols 2023 does not have). The checks, each failing the script:
     no GLIBC_x.y symbol version newer than 2.34 in bootstrap
 
 Needs: cargo-zigbuild (installed with `cargo install` if missing) and
-zig, from the `ziglang` PyPI package (installed into .services/zig if
-missing). Prints the sizes. `--skip-build` checks what is there;
+zig, from the `ziglang` PyPI package (installed into .services/zig, or
+$LAMBDEX_SERVICES_DIR/zig, if missing). Prints the sizes. `--skip-build` checks what is there;
 `--smoke` then runs the unzipped packages on the local Lambda.
 """
 
@@ -33,6 +33,10 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# Where cargo builds: CARGO_TARGET_DIR (relative to the checkout) or target/.
+TARGET_DIR = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")
+# Where installed tools live: LAMBDEX_SERVICES_DIR or the git-ignored .services/.
+SERVICES_DIR = ROOT / os.environ.get("LAMBDEX_SERVICES_DIR", ".services")
 TARGET = "x86_64-unknown-linux-gnu"
 GLIBC_MAX = (2, 34)  # Amazon Linux 2023
 ZIP_MAX = 50 * 1024 * 1024
@@ -53,7 +57,7 @@ def run(command, **kwargs):
 
 def zig_env():
     """The environment in which cargo-zigbuild finds zig (`python3 -m ziglang`)."""
-    zig_dir = ROOT / ".services" / "zig"
+    zig_dir = SERVICES_DIR / "zig"
     if not (zig_dir / "ziglang").exists():
         run([sys.executable, "-m", "pip", "install", "--quiet",
              "--disable-pip-version-check", "--target", str(zig_dir), ZIGLANG])
@@ -73,7 +77,7 @@ def build():
     # No debug info in what ships: smaller zips, same code.
     env["CARGO_PROFILE_RELEASE_DEBUG"] = "false"
     env["CARGO_PROFILE_RELEASE_STRIP"] = "debuginfo"
-    run(["cargo", "zigbuild", "--release", "--locked", "-p", "lambdex-lambdas",
+    run(["cargo", "zigbuild", "--release", "--locked", "-p", "lambdex-functions",
          "--bin", "face-crop", "--bin", "classify",
          "--target", f"{TARGET}.{GLIBC_MAX[0]}.{GLIBC_MAX[1]}"], cwd=ROOT, env=env)
 
@@ -89,7 +93,7 @@ def glibc_versions(binary):
 
 
 def package(name, binary_name, model_folder, out_dir):
-    binary = ROOT / "target" / TARGET / "release" / binary_name
+    binary = TARGET_DIR / TARGET / "release" / binary_name
     models = ROOT / "models" / model_folder
     if not binary.exists():
         sys.exit(f"{binary} is missing: build first (without --skip-build)")
@@ -136,12 +140,12 @@ def smoke(out_dir):
     """Unzips the packages and labels the test photo through them: the
     local Lambda runs each `bootstrap` with LAMBDA_TASK_ROOT at its
     unzipped folder, as Lambda does, and `lambdex predict --remote` calls
-    them. Needs target/release/lambdex (`cargo build --release`)."""
+    them. Needs the release `lambdex` (`cargo build --release`)."""
     import socket
     import tempfile
     import time
 
-    lambdex = ROOT / "target" / "release" / "lambdex"
+    lambdex = TARGET_DIR / "release" / "lambdex"
     if not lambdex.exists():
         sys.exit(f"--smoke needs {lambdex}: cargo build --release")
     with tempfile.TemporaryDirectory() as tmp:
@@ -197,11 +201,11 @@ def main():
     parser.add_argument("--skip-build", action="store_true",
                         help="package and check the binaries already built")
     parser.add_argument("--smoke", action="store_true",
-                        help="then run the packages on the local Lambda (needs target/release/lambdex)")
+                        help="then run the packages on the local Lambda (needs the release lambdex)")
     args = parser.parse_args()
     if not args.skip_build:
         build()
-    out_dir = ROOT / "target" / "lambda"
+    out_dir = TARGET_DIR / "lambda"
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = False
     print(f"{'package':<10} {'zip':>10} {'unzipped':>10} {'bootstrap':>10}  newest glibc  checks")
@@ -215,7 +219,7 @@ def main():
             print(f"  {name}: {problem}", file=sys.stderr)
         failed = failed or bool(problems)
     print(f"limits: zip {mb(ZIP_MAX)}, unzipped {mb(UNZIPPED_MAX)}, "
-          f"glibc {GLIBC_MAX[0]}.{GLIBC_MAX[1]}; packages in {out_dir.relative_to(ROOT)}/")
+          f"glibc {GLIBC_MAX[0]}.{GLIBC_MAX[1]}; packages in {out_dir}/")
     if failed:
         sys.exit(1)
     if args.smoke:

@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{ProtoError, SchemaVersion, from_versioned_slice};
-use crate::{BBox, Gender, ImageSize};
+use crate::{BBox, Failure, Gender, ImageSize};
 
 /// Every face of one image with its age and gender, and how they were made.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -73,19 +73,6 @@ impl Status {
             Self::Failed => "failed",
         }
     }
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
-pub struct Failure {
-    /// A short, stable class for grouping (e.g. `invalid_image`).
-    pub class: String,
-    /// The full reason, for people.
-    pub reason: String,
-    /// Whether processing the job again may succeed: the failure was
-    /// transient (throttling, a crashed function…), not the input's.
-    #[serde(default)]
-    pub retryable: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -245,11 +232,11 @@ mod tests {
         let mut doc = example();
         doc.status = Status::Failed;
         doc.faces.clear();
-        doc.failure = Some(Failure {
-            class: "invalid_image".into(),
-            reason: "not an image".into(),
-            retryable: false,
-        });
+        doc.failure = Some(Failure::new(
+            crate::FailureClass::InvalidImage,
+            "not an image",
+            false,
+        ));
         let value = serde_json::to_value(&doc).expect("serialises");
         assert_eq!(value["status"], "failed");
         assert_eq!(value["failure"]["class"], "invalid_image");

@@ -13,7 +13,10 @@
 //!   per image, the document written to Elasticsearch.
 //!
 //! [`error_type`] names the handled errors a function reports, and whether a
-//! retry can help. [`schema`] holds the version check shared by the messages that cross a
+//! retry can help; [`failure`] the classes a job's failure falls in.
+//! [`limits`] holds the payload limits both sides of a call respect, and
+//! [`report`] the `REPORT` line every invocation's log ends with.
+//! [`schema`] holds the version check shared by the messages that cross a
 //! deployment boundary, and [`bytes`] the base64 wrappers used for image data.
 //!
 //! Every message ignores fields it does not know, so a newer producer can add
@@ -25,7 +28,10 @@ pub mod classify;
 pub mod crop;
 pub mod doc;
 pub mod error_type;
+pub mod failure;
 pub mod job;
+pub mod limits;
+pub mod report;
 pub mod schema;
 
 pub use bytes::{Base64Bytes, Base64Text};
@@ -38,11 +44,13 @@ pub use crop::{
     FaceCropRequest, FaceCropResponse, ImageFailure, ImageResult, ImageSize, Keypoints, Point,
 };
 pub use doc::{
-    AgeDoc, Billing, FaceDoc, Failure, FunctionBilling, GenderDoc, ModelRole, ModelUsed,
-    PredictionDoc, StageTiming, Status,
+    AgeDoc, Billing, FaceDoc, FunctionBilling, GenderDoc, ModelRole, ModelUsed, PredictionDoc,
+    StageTiming, Status,
 };
 pub use error_type::ErrorType;
+pub use failure::{Failure, FailureClass};
 pub use job::{Job, JobError, JobParseError, MAX_PRIORITY};
+pub use report::Report;
 pub use schema::{ProtoError, SCHEMA_VERSION, SchemaVersion};
 
 /// Identifies a model file: a stable name and the sha256 of the exact bytes

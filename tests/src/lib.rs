@@ -1,17 +1,40 @@
-//! Shared test fixtures: the project's real photo, its hand-marked face, and
-//! the scenes made from it to measure detection (scaled, padded, side by
-//! side, recompressed, grayscale, EXIF-rotated).
+//! lambdex's test kit: the world every suite (and every bench) is made
+//! of, kept in one place.
 //!
-//! The cross-crate tests live in `tests/tests/`; this library only makes
-//! their inputs and starts the services they need ([`services`]), and
-//! depends on nothing of lambdex's, so every crate's tests can use it.
+//! - Fixtures, here: the project's real photo, its hand-marked face, and
+//!   the scenes made from it to measure detection (scaled, padded, side by
+//!   side, recompressed, grayscale, EXIF-rotated).
+//! - [`services`]: RabbitMQ, the Elasticsearch-API servers and
+//!   schemathesis, started or installed on first use.
+//! - [`images`]: one image server, good images and hostile answers.
+//! - [`fakes`]: fake functions for the local Lambda — the project's with a
+//!   fault, or sleepers with canned answers.
+//! - [`world`]: one queue test's world (functions, Elasticsearch, its own
+//!   queues and index, `lambdex` processes).
+//!
+//! Process statistics come from [`lambdex_local::procstat`]. The
+//! cross-crate suites live in `tests/tests/`.
 
+pub mod fakes;
+pub mod images;
 pub mod services;
+pub mod world;
 
 use std::io::Cursor;
 use std::path::PathBuf;
 
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage, imageops};
+
+/// The functions a document's bill names, in its order.
+pub fn billed_functions(doc: &lambdex_proto::PredictionDoc) -> Vec<&str> {
+    doc.billing.as_ref().map_or_else(Vec::new, |billing| {
+        billing
+            .functions
+            .iter()
+            .map(|function| function.function.as_str())
+            .collect()
+    })
+}
 
 /// A file in `tests/fixtures/`.
 pub fn fixture(name: &str) -> PathBuf {

@@ -3,7 +3,8 @@
 //! Elasticsearch-API servers, installed from PyPI into the git-ignored
 //! `.services/` folder at the workspace root on first use and run on free
 //! ports — `noida-db` (Elasticsearch 8 API) and `osmem-server` (OpenSearch
-//! API) — and the contract tester `schemathesis`, the same way. A service
+//! API) — and the contract tester `schemathesis`, the same way
+//! (`$LAMBDEX_SERVICES_DIR` moves the folder). A service
 //! that cannot be had fails the test loudly; nothing skips.
 
 use std::io::{Read as _, Write as _};
@@ -46,6 +47,21 @@ pub fn ensure_rabbitmq() {
     wait_for("RabbitMQ", || TcpStream::connect(RABBITMQ_ADDRESS).is_ok());
 }
 
+/// Runs `rabbitmqctl ARGS` and returns what it printed; panics with its
+/// error output when it fails.
+pub fn rabbitmqctl(args: &[&str]) -> String {
+    let output = Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .expect("rabbitmqctl runs");
+    assert!(
+        output.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     let started = Instant::now();
     while !ready() {
@@ -57,9 +73,14 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
     }
 }
 
-/// `.services/` at the workspace root.
+/// Names the folder the services are installed in (CI keeps one outside
+/// the clone, so a fresh clone does not install them again).
+pub const SERVICES_DIR_ENV: &str = "LAMBDEX_SERVICES_DIR";
+
+/// `$LAMBDEX_SERVICES_DIR`, or `.services/` at the workspace root.
 fn services_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../.services")
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    std::env::var_os(SERVICES_DIR_ENV).map_or_else(|| root.join(".services"), |dir| root.join(dir))
 }
 
 /// The Python packages' folder, installed on first use.

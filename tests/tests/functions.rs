@@ -4,10 +4,11 @@
 use std::sync::OnceLock;
 
 use image::{ImageFormat, RgbImage, imageops};
-use lambdex_lambdas::handler::{
-    FaceCropAnswer, FaceCropEvent, MAX_IMAGES_PER_REQUEST, classify_request, face_crop_event,
+use lambdex_functions::handler::{
+    FaceCropAnswer, FaceCropEvent, classify_request, face_crop_event,
 };
-use lambdex_lambdas::{Classifier, FaceCropConfig, FaceCropper, FunctionError, Task, models};
+use lambdex_functions::{Classifier, FaceCropConfig, FaceCropper, FunctionError, Task, models};
+use lambdex_proto::limits::MAX_IMAGES_PER_REQUEST;
 use lambdex_proto::{
     Base64Bytes, ClassifyRequest, ClassifyResponse, ErrorType, FaceCropBatchRequest,
     FaceCropRequest, FaceCropResponse, Gender, ImageResult, Prediction,
@@ -331,7 +332,7 @@ fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
 
 #[test]
 fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
-    use lambdex_lambdas::{kernels, onnx, onnx::OnnxFile};
+    use lambdex_functions::{kernels, onnx, onnx::OnnxFile};
     use tract_onnx::prelude::*;
 
     // Swapped ops per model: whole residual blocks, then the 3×3 depthwise
@@ -376,7 +377,7 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
 
 #[test]
 fn the_layer_profile_accounts_for_every_node_by_op() {
-    use lambdex_lambdas::onnx::{self, OnnxFile};
+    use lambdex_functions::onnx::{self, OnnxFile};
     use tract_onnx::prelude::*;
 
     let onnx = OnnxFile::read(&models_dir().join(models::BLAZEFACE_FRONT)).expect("reads");

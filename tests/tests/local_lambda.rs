@@ -14,11 +14,12 @@ use aws_sdk_lambda::primitives::Blob;
 use aws_sdk_lambda::types::{InvocationType, LogType, ThrottleReason};
 use futures::StreamExt as _;
 use lambda_runtime::Diagnostic;
-use lambdex::invoke::report_of;
-use lambdex::lambda_client;
-use lambdex_lambdas::local::{
-    FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda, Report,
+use lambdex::lambda::client as lambda_client;
+use lambdex::lambda::invoke::report_of;
+use lambdex_local::{
+    FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda,
 };
+use lambdex_proto::Report;
 use serde_json::{Value, json};
 
 const TEST_FUNCTION: &str = env!("CARGO_BIN_EXE_test-function");
@@ -73,14 +74,13 @@ fn pid(output: &InvokeOutput) -> u64 {
 
 /// Whether a process is gone (reaped, or at least a zombie).
 fn is_gone(pid: u64) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map_or(true, |stat| stat.split_whitespace().nth(2) == Some("Z"))
+    u32::try_from(pid).map_or(true, lambdex_local::procstat::has_ended)
 }
 
 /// Waits (at most 10 s) until an instance is back in the warm pool.
 async fn wait_for_an_idle_instance(lambda: &LocalLambda) {
     let mut waited = Duration::ZERO;
-    while lambda.host().idle_pids().is_empty() {
+    while lambda.engine().idle_pids().is_empty() {
         assert!(waited < Duration::from_secs(10), "no instance came back");
         tokio::time::sleep(Duration::from_millis(50)).await;
         waited += Duration::from_millis(50);
@@ -142,7 +142,7 @@ async fn echo_cold_then_warm_with_the_lambda_environment_and_a_report() {
     let warm_report = Report::parse(&log(&warm)).expect("a REPORT line");
     assert_eq!(warm_report.init_duration_ms, None);
     assert!(!log(&warm).contains(request_id), "only its own lines");
-    assert_eq!(lambda.host().instances_started("echo"), 1);
+    assert_eq!(lambda.engine().instances_started("echo"), 1);
     lambda.shutdown().await;
 }
 
@@ -168,7 +168,7 @@ async fn errors_and_panics_are_unhandled_function_errors_on_the_same_instance() 
     assert!(message.contains("panicked on purpose"), "{message}");
 
     // Neither error cost the instance, and the SDK did not retry.
-    assert_eq!(lambda.host().instances_started("f"), 1);
+    assert_eq!(lambda.engine().instances_started("f"), 1);
     lambda.shutdown().await;
 }
 
@@ -192,7 +192,7 @@ async fn an_exit_is_an_exit_error_and_the_next_call_gets_a_new_instance() {
             .and_then(|r| r.init_duration_ms)
             .is_some()
     );
-    assert_eq!(lambda.host().instances_started("f"), 2);
+    assert_eq!(lambda.engine().instances_started("f"), 2);
     lambda.shutdown().await;
 }
 
@@ -279,7 +279,7 @@ async fn unknown_functions_and_qualifiers_are_resource_not_found() {
             "{error:?}"
         );
     }
-    assert_eq!(lambda.host().instances_started("f"), 0);
+    assert_eq!(lambda.engine().instances_started("f"), 0);
     lambda.shutdown().await;
 }
 
@@ -313,7 +313,7 @@ async fn versions_and_aliases_run_their_own_configuration() {
         );
     }
     // Versions do not share instances.
-    assert_eq!(lambda.host().instances_started("f"), 2);
+    assert_eq!(lambda.engine().instances_started("f"), 2);
     lambda.shutdown().await;
 }
 
@@ -357,7 +357,7 @@ async fn fifty_calls_share_the_reserved_instances_and_one_more_is_throttled() {
     assert!(outputs.iter().all(|o| o.function_error().is_none()));
     let pids: HashSet<u64> = outputs.iter().map(pid).collect();
     assert_eq!(pids.len(), RESERVED as usize, "{pids:?}");
-    assert_eq!(lambda.host().instances_started("f"), u64::from(RESERVED));
+    assert_eq!(lambda.engine().instances_started("f"), u64::from(RESERVED));
 
     // All four busy: the fifth concurrent call is refused, with a hint.
     let busy: Vec<_> = (0..RESERVED)
@@ -402,7 +402,7 @@ async fn event_runs_in_the_background_and_dry_run_runs_nothing() {
         .await
         .expect("accepted");
     assert_eq!(dry.status_code(), 204);
-    assert_eq!(lambda.host().instances_started("f"), 0);
+    assert_eq!(lambda.engine().instances_started("f"), 0);
 
     let event = client
         .invoke()
@@ -416,7 +416,7 @@ async fn event_runs_in_the_background_and_dry_run_runs_nothing() {
     assert!(event.payload().is_none_or(|p| p.as_ref().is_empty()));
     // It runs after the 202: an instance starts, then goes back to the pool.
     wait_for_an_idle_instance(&lambda).await;
-    assert_eq!(lambda.host().instances_started("f"), 1);
+    assert_eq!(lambda.engine().instances_started("f"), 1);
     lambda.shutdown().await;
 }
 
@@ -438,7 +438,7 @@ async fn shutdown_kills_every_instance_it_started() {
         .await
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
-    pids.extend(lambda.host().idle_pids().iter().map(|&p| u64::from(p)));
+    pids.extend(lambda.engine().idle_pids().iter().map(|&p| u64::from(p)));
     lambda.shutdown().await;
     for pid in &pids {
         assert!(is_gone(*pid), "instance {pid} outlived the shutdown");
@@ -456,7 +456,7 @@ async fn each_process_instance_gets_its_cpu_share() {
             let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).expect("readable");
             let line = cgroups
                 .lines()
-                .find(|line| line.contains(lambda.host().id()))
+                .find(|line| line.contains(lambda.engine().id()))
                 .unwrap_or_else(|| panic!("not in the host's cgroup: {cgroups}"));
             let dir = line.rsplit(':').next().expect("a path");
             let quota = ["/sys/fs/cgroup/cpu", "/sys/fs/cgroup"]
@@ -529,7 +529,7 @@ async fn in_process_handlers_answer_through_the_same_api() {
     assert_eq!(error_type(&panicked), "Runtime.HandlerPanic");
     let again = invoke(&client, "inline", json!(2)).await;
     assert_eq!(body(&again), json!(2));
-    assert_eq!(lambda.host().instances_started("inline"), 1);
+    assert_eq!(lambda.engine().instances_started("inline"), 1);
     lambda.shutdown().await;
 }
 
@@ -559,6 +559,6 @@ async fn a_caller_hanging_up_does_not_cut_the_invocation_short() {
     wait_for_an_idle_instance(&lambda).await;
     let warm = invoke(&client, "f", json!({})).await;
     assert_eq!(warm.function_error(), None);
-    assert_eq!(lambda.host().instances_started("f"), 1);
+    assert_eq!(lambda.engine().instances_started("f"), 1);
     lambda.shutdown().await;
 }

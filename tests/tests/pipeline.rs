@@ -2,25 +2,18 @@
 //! served by a local HTTP server, the project's functions (and broken
 //! ones) behind the local Lambda, called through `aws-sdk-lambda`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::http::{StatusCode, header};
-use axum::response::Redirect;
-use axum::routing::get;
-use lambda_runtime::Diagnostic;
 use lambdex::config::{Config, Credentials};
-use lambdex::lambda_client;
+use lambdex::lambda::client as lambda_client;
 use lambdex::pipeline::Pipeline;
-use lambdex_lambdas::Task;
-use lambdex_lambdas::local::{
-    Builtin, FunctionSpec, Handler, InProcessFunction, InProcessHandler, LocalConfig, LocalLambda,
-};
-use lambdex_proto::{Base64Text, Job, PredictionDoc, Status};
-use lambdex_tests::{ASTRONAUT_FACE, Scene, astronaut_png, encode_jpeg, models_dir, no_face};
+use lambdex_functions::Task;
+use lambdex_local::{Builtin, FunctionSpec, Handler, LocalConfig, LocalLambda};
+use lambdex_proto::{Base64Text, FailureClass, Job, PredictionDoc, Status};
+use lambdex_tests::fakes::Faulty;
+use lambdex_tests::images::ImageServer;
+use lambdex_tests::{ASTRONAUT_FACE, billed_functions, encode_jpeg, models_dir, no_face};
 
 const TEST_FUNCTION: &str = env!("CARGO_BIN_EXE_test-function");
 
@@ -33,71 +26,6 @@ async fn functions(extra: Vec<(&str, FunctionSpec)>) -> LocalLambda {
     LocalLambda::start(config, 0)
         .await
         .expect("the local Lambda starts")
-}
-
-/// A 1×1 PNG whose header claims 50,000 × 50,000 pixels.
-fn decompression_bomb() -> Vec<u8> {
-    let mut png = lambdex_tests::encode(&no_face(), image::ImageFormat::Png);
-    // IHDR data starts at byte 16: width, height, then 5 more bytes, then the CRC.
-    png[16..20].copy_from_slice(&50_000u32.to_be_bytes());
-    png[20..24].copy_from_slice(&50_000u32.to_be_bytes());
-    let crc = crc32fast::hash(&png[12..29]);
-    png[29..33].copy_from_slice(&crc.to_be_bytes());
-    png
-}
-
-/// The astronaut's PNG cut in the middle of its pixel data.
-fn truncated_png() -> Vec<u8> {
-    let png = astronaut_png();
-    png[..png.len() / 2].to_vec()
-}
-
-/// Serves the test images, good and hostile, on 127.0.0.1; the base URL.
-async fn image_server() -> String {
-    let jpeg =
-        |bytes: Vec<u8>| move || async move { ([(header::CONTENT_TYPE, "image/jpeg")], bytes) };
-    let app = axum::Router::new()
-        .route(
-            "/two-faces.jpg",
-            get(jpeg(encode_jpeg(&Scene::grid(2, 1, 320).image, 92))),
-        )
-        .route(
-            "/three-faces.jpg",
-            get(jpeg(encode_jpeg(&Scene::grid(3, 1, 320).image, 92))),
-        )
-        .route("/no-face.jpg", get(jpeg(encode_jpeg(&no_face(), 92))))
-        .route("/astronaut.png", get(jpeg(astronaut_png())))
-        .route("/missing.jpg", get(|| async { StatusCode::NOT_FOUND }))
-        .route(
-            "/slow.jpg",
-            get(|| async {
-                tokio::time::sleep(Duration::from_secs(5)).await;
-                StatusCode::OK
-            }),
-        )
-        .route("/huge.jpg", get(jpeg(vec![0xff; 2_000_000])))
-        .route(
-            "/page.jpg",
-            get(|| async {
-                (
-                    [(header::CONTENT_TYPE, "image/jpeg")],
-                    "<html>not an image</html>",
-                )
-            }),
-        )
-        .route(
-            "/to-metadata.jpg",
-            get(|| async { Redirect::temporary("http://169.254.169.254/latest/meta-data/") }),
-        )
-        .route("/bomb.png", get(jpeg(decompression_bomb())))
-        // Sound headers (the coordinator's check passes), half the pixels.
-        .route("/truncated.png", get(jpeg(truncated_png())));
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("binds");
-    let base = format!("http://{}", listener.local_addr().expect("an address"));
-    tokio::spawn(async move { axum::serve(listener, app).await });
-    base
 }
 
 /// Settings for tests: local credentials, quick retries, the image server
@@ -133,25 +61,21 @@ fn assert_labelled(doc: &PredictionDoc, faces: usize) {
 #[tokio::test]
 async fn faces_are_labelled_and_an_image_without_faces_calls_no_classifier() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let pipeline = pipeline(&lambda, config(&lambda));
 
     let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
     assert_labelled(&doc, 2);
     let billing = doc.billing.as_ref().expect("billed");
-    let billed: Vec<&str> = billing
-        .functions
-        .iter()
-        .map(|f| f.function.as_str())
-        .collect();
-    assert_eq!(billed, ["age", "face-crop", "gender"]);
+    assert_eq!(billed_functions(&doc), ["age", "face-crop", "gender"]);
     assert!(
         billing.billed_ms > 0 && billing.estimated_cost_usd > 0.0,
         "{billing:?}"
     );
     assert!(doc.timings.iter().any(|t| t.stage == "fetch"));
 
-    let host = lambda.host();
+    let host = lambda.engine();
     let age_calls = host.invocations("age");
     let doc = process(&pipeline, format!("{images}/no-face.jpg")).await;
     assert_eq!(doc.status, Status::NoFaces, "{:?}", doc.failure);
@@ -162,7 +86,8 @@ async fn faces_are_labelled_and_an_image_without_faces_calls_no_classifier() {
 #[tokio::test]
 async fn a_large_image_is_scaled_to_fit_and_its_boxes_map_back() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     // Under even a JPEG re-encoding of the 512 px original.
     config.image.max_request_bytes = 30_000;
@@ -186,7 +111,8 @@ async fn a_large_image_is_scaled_to_fit_and_its_boxes_map_back() {
 #[tokio::test]
 async fn hostile_inputs_fail_for_good_with_a_named_reason_before_any_function_runs() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.fetch.max_attempts = 1;
     let pipeline = pipeline(&lambda, config);
@@ -219,20 +145,21 @@ async fn hostile_inputs_fail_for_good_with_a_named_reason_before_any_function_ru
         let transient = class == "fetch_timeout";
         assert_eq!(failure.retryable, transient, "{path}");
     }
-    assert_eq!(lambda.host().invocations("face-crop"), 0);
+    assert_eq!(lambda.engine().invocations("face-crop"), 0);
     lambda.shutdown().await;
 }
 
 #[tokio::test]
 async fn the_ssrf_guard_refuses_loopback_by_default_by_address_and_by_name() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.fetch.allow.clear();
     let pipeline = pipeline(&lambda, config);
 
     let by_name = images.replace("127.0.0.1", "localhost");
-    for base in [images, by_name] {
+    for base in [images.to_owned(), by_name] {
         let doc = process(&pipeline, format!("{base}/two-faces.jpg")).await;
         let failure = doc.failure.expect("refused");
         assert_eq!(failure.class, "fetch_refused", "{}", failure.reason);
@@ -244,7 +171,8 @@ async fn the_ssrf_guard_refuses_loopback_by_default_by_address_and_by_name() {
 #[tokio::test]
 async fn each_model_gets_the_crops_in_batches_of_its_size() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.models.get_mut("age").expect("age").batch_size = Some(2);
     config.models.get_mut("gender").expect("gender").batch_size = Some(1);
@@ -252,7 +180,7 @@ async fn each_model_gets_the_crops_in_batches_of_its_size() {
 
     let doc = process(&pipeline, format!("{images}/three-faces.jpg")).await;
     assert_labelled(&doc, 3);
-    let host = lambda.host();
+    let host = lambda.engine();
     assert_eq!(host.invocations("age"), 2, "ceil(3 / 2)");
     assert_eq!(host.invocations("gender"), 3, "ceil(3 / 1)");
     lambda.shutdown().await;
@@ -261,10 +189,11 @@ async fn each_model_gets_the_crops_in_batches_of_its_size() {
 #[tokio::test]
 async fn crops_of_images_in_the_same_batch_window_share_a_call_and_its_bill() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let urls = ["two-faces.jpg", "three-faces.jpg", "astronaut.png"]
         .map(|name| format!("{images}/{name}"));
-    let host = lambda.host();
+    let host = lambda.engine();
 
     // Each image alone: the reference predictions.
     let mut alone = config(&lambda);
@@ -349,7 +278,8 @@ fn face_crop_bill(doc: &PredictionDoc, function: &str) -> (u32, f64) {
 #[tokio::test]
 async fn images_in_the_same_window_share_a_face_crop_call_and_a_bad_one_fails_alone() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let urls = [
         "two-faces.jpg",
         "three-faces.jpg",
@@ -364,7 +294,7 @@ async fn images_in_the_same_window_share_a_face_crop_call_and_a_bad_one_fails_al
 
     let docs = process_all(&pipeline, &urls).await;
     assert_eq!(
-        lambda.host().invocations("face-crop"),
+        lambda.engine().invocations("face-crop"),
         1,
         "four images, one call"
     );
@@ -392,7 +322,8 @@ async fn images_in_the_same_window_share_a_face_crop_call_and_a_bad_one_fails_al
 #[tokio::test]
 async fn a_functions_rate_limit_spaces_its_calls_and_every_job_still_succeeds() {
     let lambda = functions(Vec::new()).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     // Ten calls a second, a burst of ten; each image alone.
     config.face_crop.rate_per_second = std::num::NonZeroU32::new(10);
@@ -404,62 +335,19 @@ async fn a_functions_rate_limit_spaces_its_calls_and_every_job_still_succeeds() 
     let docs = process_all(&pipeline, &urls).await;
     let elapsed = started.elapsed();
     assert!(docs.iter().all(|doc| doc.status == Status::NoFaces));
-    assert_eq!(lambda.host().invocations("face-crop"), 20);
+    assert_eq!(lambda.engine().invocations("face-crop"), 20);
     // The burst goes at once, the other ten a tenth of a second apart.
     assert!(elapsed >= Duration::from_millis(900), "{elapsed:?}");
     lambda.shutdown().await;
 }
 
-/// The face-crop function, failing every request that holds the image
-/// whose base64 starts with `poison`, as one that crashes on it would.
-#[derive(Debug)]
-struct Allergic {
-    poison: String,
-}
-
-struct AllergicInstance {
-    inner: Box<dyn InProcessHandler>,
-    poison: String,
-}
-
-impl InProcessFunction for Allergic {
-    fn init(
-        &self,
-        environment: &BTreeMap<String, String>,
-    ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
-        Ok(Box::new(AllergicInstance {
-            inner: Builtin::FaceCrop.init(environment)?,
-            poison: self.poison.clone(),
-        }))
-    }
-}
-
-impl InProcessHandler for AllergicInstance {
-    fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
-        let poison = self.poison.as_bytes();
-        if event.windows(poison.len()).any(|window| window == poison) {
-            return Err(Diagnostic {
-                error_type: "Internal".to_owned(),
-                error_message: "the function fell over on this image".to_owned(),
-            });
-        }
-        self.inner.handle(event)
-    }
-}
-
 #[tokio::test]
 async fn a_shared_call_that_fails_is_sent_again_image_by_image_so_only_the_culprit_fails() {
     let poison = Base64Text::encode(&encode_jpeg(&no_face(), 92));
-    let mut allergic = FunctionSpec::new(Handler::InProcess(Arc::new(Allergic {
-        poison: poison.as_str()[..64].to_owned(),
-    })));
-    allergic.latest.environment =
-        LocalConfig::project_defaults(None, models_dir()).functions["face-crop"]
-            .latest
-            .environment
-            .clone();
+    let allergic = Faulty::on_content(Builtin::FaceCrop, &poison.as_str().as_bytes()[..64]).spec();
     let lambda = functions(vec![("face-crop-allergic", allergic)]).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let urls = ["two-faces.jpg", "no-face.jpg", "astronaut.png"].map(|n| format!("{images}/{n}"));
     let mut config = config(&lambda);
     config.retry.max_attempts = 2;
@@ -474,12 +362,12 @@ async fn a_shared_call_that_fails_is_sent_again_image_by_image_so_only_the_culpr
     assert_labelled(&docs[2], 1);
     assert_eq!(docs[1].status, Status::Failed);
     let failure = docs[1].failure.as_ref().expect("a failure");
-    assert_eq!(failure.class, "internal", "{}", failure.reason);
+    assert_eq!(failure.class, FailureClass::Internal, "{}", failure.reason);
     assert!(failure.retryable);
     // The shared call's two attempts, then each image alone: one call for
     // each good image, two attempts for the culprit.
     assert_eq!(
-        lambda.host().invocations("face-crop-allergic"),
+        lambda.engine().invocations("face-crop-allergic"),
         2 + 1 + 1 + 2
     );
     // A good image pays its third of the failed call's attempts, and its own.
@@ -488,70 +376,19 @@ async fn a_shared_call_that_fails_is_sent_again_image_by_image_so_only_the_culpr
     lambda.shutdown().await;
 }
 
-/// The age model, failing its first `failures` invocations with a
-/// retryable `ModelFailure`.
-#[derive(Debug)]
-struct Flaky {
-    failures: Arc<AtomicUsize>,
-}
-
-struct FlakyInstance {
-    inner: Box<dyn InProcessHandler>,
-    failures: Arc<AtomicUsize>,
-}
-
-impl InProcessFunction for Flaky {
-    fn init(
-        &self,
-        environment: &BTreeMap<String, String>,
-    ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
-        Ok(Box::new(FlakyInstance {
-            inner: Builtin::Classifier(Task::Age).init(environment)?,
-            failures: Arc::clone(&self.failures),
-        }))
-    }
-}
-
-impl InProcessHandler for FlakyInstance {
-    fn handle(&mut self, event: &[u8]) -> Result<Vec<u8>, Diagnostic> {
-        let failed = self
-            .failures
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
-                left.checked_sub(1)
-            })
-            .is_ok();
-        if failed {
-            return Err(Diagnostic {
-                error_type: "ModelFailure".to_owned(),
-                error_message: "the model failed this time".to_owned(),
-            });
-        }
-        self.inner.handle(event)
-    }
-}
-
-fn project_age_environment() -> BTreeMap<String, String> {
-    LocalConfig::project_defaults(None, models_dir()).functions["age"]
-        .latest
-        .environment
-        .clone()
-}
-
 #[tokio::test]
 async fn a_function_that_fails_twice_then_succeeds_is_retried() {
-    let mut flaky = FunctionSpec::new(Handler::InProcess(Arc::new(Flaky {
-        failures: Arc::new(AtomicUsize::new(2)),
-    })));
-    flaky.latest.environment = project_age_environment();
+    let flaky = Faulty::first_calls(Builtin::Classifier(Task::Age), 2).spec();
     let lambda = functions(vec![("age-flaky", flaky)]).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.models.get_mut("age").expect("age").function = "age-flaky".to_owned();
     let pipeline = pipeline(&lambda, config);
 
     let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
     assert_labelled(&doc, 2);
-    assert_eq!(lambda.host().invocations("age-flaky"), 3);
+    assert_eq!(lambda.engine().invocations("age-flaky"), 3);
     let stats = pipeline.stats().functions["age"];
     assert_eq!((stats.calls, stats.attempts, stats.retries), (1, 3, 2));
     // Failed attempts are billed too.
@@ -580,7 +417,8 @@ fn crashing() -> FunctionSpec {
 #[tokio::test]
 async fn a_crashing_function_opens_its_breaker_and_the_fallback_answers() {
     let lambda = functions(vec![("age-avx512", crashing())]).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.breaker.failure_threshold = 2;
     config.retry.max_attempts = 2;
@@ -593,7 +431,7 @@ async fn a_crashing_function_opens_its_breaker_and_the_fallback_answers() {
         let doc = process(&pipeline, format!("{images}/two-faces.jpg")).await;
         assert_labelled(&doc, 2);
     }
-    let host = lambda.host();
+    let host = lambda.engine();
     // Two failures opened the breaker; later jobs went straight to the fallback.
     assert_eq!(host.invocations("age-avx512"), 2);
     let stats = pipeline.stats().functions["age"];
@@ -605,7 +443,8 @@ async fn a_crashing_function_opens_its_breaker_and_the_fallback_answers() {
 #[tokio::test]
 async fn a_crashing_model_without_fallback_fails_the_job_or_leaves_a_partial_result() {
     let lambda = functions(vec![("gender-broken", crashing())]).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.retry.max_attempts = 2;
     config.models.get_mut("gender").expect("gender").function = "gender-broken".to_owned();
@@ -614,7 +453,12 @@ async fn a_crashing_model_without_fallback_fails_the_job_or_leaves_a_partial_res
     let doc = process(&strict, format!("{images}/two-faces.jpg")).await;
     assert_eq!(doc.status, Status::Failed);
     let failure = doc.failure.expect("a failure");
-    assert_eq!(failure.class, "runtime_exit_error", "{}", failure.reason);
+    assert_eq!(
+        failure.class.as_str(),
+        "runtime_exit_error",
+        "{}",
+        failure.reason
+    );
     assert!(failure.retryable);
 
     config.pipeline.partial_results = true;
@@ -626,7 +470,10 @@ async fn a_crashing_model_without_fallback_fails_the_job_or_leaves_a_partial_res
             .iter()
             .all(|f| f.age.is_some() && f.gender.is_none())
     );
-    assert_eq!(doc.failure.expect("the reason").class, "runtime_exit_error");
+    assert_eq!(
+        doc.failure.expect("the reason").class.as_str(),
+        "runtime_exit_error"
+    );
     lambda.shutdown().await;
 }
 
@@ -635,7 +482,8 @@ async fn throttling_at_the_reserved_concurrency_is_waited_out_and_every_job_succ
     let mut age = LocalConfig::project_defaults(None, models_dir()).functions["age"].clone();
     age.reserved_concurrency = Some(1);
     let lambda = functions(vec![("age-reserved", age)]).await;
-    let images = image_server().await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let images = server.base();
     let mut config = config(&lambda);
     config.retry.max_attempts = 20;
     let age = config.models.get_mut("age").expect("age");
@@ -654,6 +502,6 @@ async fn throttling_at_the_reserved_concurrency_is_waited_out_and_every_job_succ
     let stats = pipeline.stats().functions["age"];
     assert!(stats.throttled > 0, "{stats:?}");
     assert_eq!(stats.retries, stats.throttled, "{stats:?}");
-    assert_eq!(lambda.host().throttles("age-reserved"), stats.throttled);
+    assert_eq!(lambda.engine().throttles("age-reserved"), stats.throttled);
     lambda.shutdown().await;
 }

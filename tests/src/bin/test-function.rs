@@ -63,7 +63,7 @@ async fn handle(event: LambdaEvent<Value>) -> Result<Value, Diagnostic> {
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> Result<(), Error> {
-    lambdex_lambdas::runtime::init(|| match std::env::var("TEST_FUNCTION_INIT").as_deref() {
+    lambdex_functions::runtime::init(|| match std::env::var("TEST_FUNCTION_INIT").as_deref() {
         Ok("fail") => Err("init failed on purpose".into()),
         Ok("exit") => std::process::exit(4),
         Ok(sleep) if sleep.starts_with("sleep:") => {

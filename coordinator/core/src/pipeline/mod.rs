@@ -1,0 +1,238 @@
+//! One job through the whole path, a module per stage in the order it
+//! runs: [`fetch`] (behind the [`ssrf`] guard), [`prepare`], [`crop`],
+//! [`fanout`] to the classifiers (calls shared across jobs by
+//! [`batcher`]), [`aggregate`] (with the [`billing`] of every call).
+//! Shared by the queue worker, the admin trigger and `lambdex predict`;
+//! never fails: a failure is a document with status `failed`, its class,
+//! its reason and whether a retry may help.
+
+pub mod aggregate;
+pub mod batcher;
+pub mod billing;
+pub mod crop;
+pub mod fanout;
+pub mod fetch;
+pub mod prepare;
+pub mod ssrf;
+
+use std::collections::BTreeMap;
+use std::time::Instant;
+
+use aws_sdk_lambda::Client;
+use lambdex_proto::{
+    Base64Text, Failure, FailureClass, ImageSize, Job, PredictionDoc, StageTiming,
+};
+use serde::Serialize;
+use tokio::sync::Semaphore;
+
+use self::aggregate::{Cropped, Timings};
+use crate::config::Config;
+use crate::lambda::caller::{CallStats, Caller};
+use crate::lambda::invoke::InvokeError;
+use crate::metrics;
+use crate::pipeline::billing::Meter;
+use crate::pipeline::crop::FaceCrop;
+use crate::pipeline::fanout::{Model, classify_all};
+use crate::pipeline::fetch::Fetcher;
+use crate::pipeline::prepare::{PrepareError, Prepared, prepare};
+use crate::retry::Retryable as _;
+
+/// Counters of every function, by configured name (`face_crop`, then the
+/// models).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct PipelineStats {
+    pub functions: BTreeMap<String, CallStats>,
+}
+
+/// The coordinator's pipeline; one per process, shared by every job.
+#[derive(Debug)]
+pub struct Pipeline {
+    config: Config,
+    fetcher: Fetcher,
+    face_crop: FaceCrop,
+    models: Vec<Model>,
+    jobs: Semaphore,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("cannot build the HTTP client for downloads: {0}")]
+pub struct PipelineError(#[from] reqwest::Error);
+
+impl Pipeline {
+    /// The pipeline `config` describes, with its own Lambda client.
+    pub async fn new(config: Config) -> Result<Self, PipelineError> {
+        let client = crate::lambda::client::from_config(&config.lambda).await;
+        Self::with_client(config, client)
+    }
+
+    /// The pipeline `config` describes, calling through `client`.
+    pub fn with_client(config: Config, client: Client) -> Result<Self, PipelineError> {
+        let caller =
+            |function| Caller::new(client.clone(), function, &config.retry, &config.breaker);
+        Ok(Self {
+            fetcher: Fetcher::new(&config.fetch, &config.retry)?,
+            face_crop: FaceCrop::new(caller(&config.face_crop), &config.face_crop),
+            models: config
+                .models
+                .iter()
+                .map(|(name, model)| Model::new(name.clone(), caller(model), model))
+                .collect(),
+            jobs: Semaphore::new(config.pipeline.max_jobs_in_flight),
+            config,
+        })
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    pub fn stats(&self) -> PipelineStats {
+        let mut functions =
+            BTreeMap::from([("face_crop".to_owned(), self.face_crop.caller.stats())]);
+        for model in &self.models {
+            functions.insert(model.name.clone(), model.caller.stats());
+        }
+        PipelineStats { functions }
+    }
+
+    /// The document for `job`: its image downloaded, then [`Self::run`].
+    #[tracing::instrument(skip_all, fields(job_id = %job.job_id))]
+    pub async fn process(&self, job: &Job) -> PredictionDoc {
+        let _slot = self.jobs.acquire().await.expect("never closed");
+        let started = Instant::now();
+        let mut timings = Timings::default();
+        let fetched = self.fetcher.fetch(&job.image_url).await;
+        timings.record("fetch", ms_since(started));
+        let doc = match fetched {
+            Ok(fetched) => self.run(job, fetched.bytes, timings).await,
+            Err(error) => {
+                let failure = Failure::new(error.class(), error.to_string(), error.is_retryable());
+                aggregate::failed(job, failure, timings)
+            }
+        };
+        with_total(doc, started)
+    }
+
+    /// The document for `job` whose image bytes are already here (a file
+    /// given to `lambdex predict`).
+    pub async fn process_bytes(&self, job: &Job, image: Vec<u8>) -> PredictionDoc {
+        let _slot = self.jobs.acquire().await.expect("never closed");
+        let started = Instant::now();
+        let doc = self.run(job, image, Timings::default()).await;
+        with_total(doc, started)
+    }
+
+    async fn run(&self, job: &Job, image: Vec<u8>, mut timings: Timings) -> PredictionDoc {
+        let meter = Meter::default();
+        let doc = self.stages(job, image, &mut timings, &meter).await;
+        let mut doc = doc.unwrap_or_else(|failure| aggregate::failed(job, failure, timings));
+        doc.billing = meter.billing(&self.config.cost);
+        doc
+    }
+
+    /// The stages after the download.
+    async fn stages(
+        &self,
+        job: &Job,
+        image: Vec<u8>,
+        timings: &mut Timings,
+        meter: &Meter,
+    ) -> Result<PredictionDoc, Failure> {
+        let started = Instant::now();
+        let image_config = self.config.image.clone();
+        let prepared = if image.len() <= image_config.max_request_bytes {
+            // Only the header is read: cheap enough for this thread.
+            prepare(image, &image_config)
+        } else {
+            tokio::task::spawn_blocking(move || prepare(image, &image_config))
+                .await
+                .map_err(|error| Failure::new(FailureClass::Internal, error.to_string(), true))?
+        };
+        let Prepared {
+            bytes,
+            scale,
+            original,
+        } = prepared
+            .map_err(|error: PrepareError| Failure::new(error.class(), error.to_string(), false))?;
+        timings.record("prepare", ms_since(started));
+
+        let started = Instant::now();
+        let crop = self.face_crop.crop(Base64Text::encode(&bytes), meter).await;
+        timings.record("crop", ms_since(started));
+        let crop = crop.map_err(failure_of)?;
+        let cropped = Cropped {
+            response: crop.response,
+            function_version: crop.function_version,
+            scale,
+            original: original.map(|(width, height)| ImageSize { width, height }),
+        };
+
+        let crops: Vec<_> = cropped
+            .response
+            .faces
+            .iter()
+            .map(|face| face.crop.clone())
+            .collect();
+        if crops.is_empty() {
+            return Ok(aggregate::completed(
+                job,
+                &cropped,
+                &[],
+                None,
+                timings.clone(),
+            ));
+        }
+        let mut models = Vec::with_capacity(self.models.len());
+        let mut failure = None;
+        for (model, result) in self
+            .models
+            .iter()
+            .zip(classify_all(&self.models, &crops, meter).await)
+        {
+            match result {
+                Ok(result) => {
+                    timings.record(&model.name, result.ms);
+                    models.push(result);
+                }
+                Err(error) => {
+                    if !self.config.pipeline.partial_results {
+                        return Err(failure_of(error));
+                    }
+                    failure.get_or_insert(failure_of(error));
+                }
+            }
+        }
+        Ok(aggregate::completed(
+            job,
+            &cropped,
+            &models,
+            failure,
+            timings.clone(),
+        ))
+    }
+}
+
+/// A failed call as the job's failure. An open breaker is transient for
+/// the job: it may pass once the function recovers.
+fn failure_of(error: InvokeError) -> Failure {
+    let retryable = error.is_retryable() || matches!(error, InvokeError::CircuitOpen { .. });
+    Failure::new(error.class(), error.to_string(), retryable)
+}
+
+fn with_total(mut doc: PredictionDoc, started: Instant) -> PredictionDoc {
+    doc.timings.push(StageTiming {
+        stage: "total".to_owned(),
+        ms: ms_since(started),
+    });
+    metrics::prediction(
+        doc.status.as_str(),
+        doc.billing
+            .as_ref()
+            .map(|billing| billing.estimated_cost_usd),
+    );
+    doc
+}
+
+pub(crate) fn ms_since(start: Instant) -> f64 {
+    start.elapsed().as_secs_f64() * 1000.0
+}
