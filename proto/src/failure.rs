@@ -22,6 +22,11 @@ pub enum FailureClass {
     /// Not a job this build can run: not JSON, a field missing or over a
     /// limit, an unknown `schema_version`.
     InvalidMessage,
+    /// Delivered more often than `queue.delivery_limit`: the job keeps
+    /// coming back without an end (a worker dies on it, say).
+    DeliveryLimit,
+    /// The job took longer than `pipeline.job_timeout` as a whole.
+    JobTimeout,
     // The download.
     InvalidUrl,
     /// The SSRF guard refused the address.
@@ -70,8 +75,10 @@ pub enum FailureClass {
 }
 
 /// Every class with a fixed name, for parsing and listing.
-const NAMED: [(FailureClass, &str); 22] = [
+const NAMED: [(FailureClass, &str); 24] = [
     (FailureClass::InvalidMessage, "invalid_message"),
+    (FailureClass::DeliveryLimit, "delivery_limit"),
+    (FailureClass::JobTimeout, "job_timeout"),
     (FailureClass::InvalidUrl, "invalid_url"),
     (FailureClass::FetchRefused, "fetch_refused"),
     (FailureClass::FetchStatus, "fetch_status"),

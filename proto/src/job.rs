@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{ProtoError, SchemaVersion, from_versioned_slice};
+use crate::text::quoted;
 
 /// The highest priority a job may carry (AMQP priorities 0–9; 0 is batch work).
 pub const MAX_PRIORITY: u8 = 9;
@@ -36,15 +37,64 @@ pub struct Job {
     pub submitted_at: DateTime<Utc>,
 }
 
-/// A job that parsed but cannot be processed as it stands.
+/// What a job may carry. Bounded because a job's fields travel on: its
+/// URL into error texts and dead-letter headers (which must fit the
+/// broker's frame), its metadata into the stored document (which the
+/// index must take). The `jobs` settings of the coordinator hold these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobLimits {
+    /// The whole message, before it is parsed.
+    pub max_message_bytes: usize,
+    pub max_job_id_bytes: usize,
+    pub max_url_bytes: usize,
+    pub max_metadata_entries: usize,
+    pub max_metadata_key_bytes: usize,
+    pub max_metadata_value_bytes: usize,
+    /// Every key and value together.
+    pub max_metadata_bytes: usize,
+}
+
+impl Default for JobLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 * 1024,
+            max_job_id_bytes: 512,
+            max_url_bytes: 4096,
+            max_metadata_entries: 64,
+            max_metadata_key_bytes: 128,
+            max_metadata_value_bytes: 2048,
+            max_metadata_bytes: 16 * 1024,
+        }
+    }
+}
+
+/// A job that parsed but cannot be processed as it stands. Each error
+/// names the limit it is over (a `jobs` setting).
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JobError {
     #[error("job_id is empty")]
     EmptyJobId,
-    #[error("image_url {0:?} is not an http(s) URL")]
+    #[error("image_url {} is not an http(s) URL", quoted(.0))]
     NotHttpUrl(String),
     #[error("priority {0} is above the maximum of {MAX_PRIORITY}")]
     PriorityTooHigh(u8),
+    #[error("the message is {bytes} bytes, over jobs.max_message_bytes ({max})")]
+    MessageTooLarge { bytes: usize, max: usize },
+    #[error("{field} is {bytes} bytes, over jobs.{setting} ({max})")]
+    TooLong {
+        field: String,
+        bytes: usize,
+        setting: &'static str,
+        max: usize,
+    },
+    #[error("metadata has {entries} entries, over jobs.max_metadata_entries ({max})")]
+    TooManyMetadataEntries { entries: usize, max: usize },
+    #[error(
+        "metadata key {} is not a name: letters, digits, `_` and `-` only, not starting with `_`",
+        quoted(.0)
+    )]
+    BadMetadataKey(String),
 }
 
 impl Job {
@@ -60,18 +110,60 @@ impl Job {
         }
     }
 
-    /// Parses a job as it arrives on the queue, checking its schema version
-    /// first and its fields after.
+    /// Parses a job as it arrives on the queue, within the default
+    /// [`JobLimits`].
     pub fn from_slice(bytes: &[u8]) -> Result<Self, JobParseError> {
+        Self::from_slice_within(bytes, &JobLimits::default())
+    }
+
+    /// Parses a job as it arrives on the queue: its size first, then its
+    /// schema version, then its fields.
+    pub fn from_slice_within(bytes: &[u8], limits: &JobLimits) -> Result<Self, JobParseError> {
+        if bytes.len() > limits.max_message_bytes {
+            return Err(JobError::MessageTooLarge {
+                bytes: bytes.len(),
+                max: limits.max_message_bytes,
+            }
+            .into());
+        }
         let job: Self = from_versioned_slice(bytes)?;
-        job.validate()?;
+        job.validate_within(limits)?;
         Ok(job)
     }
 
-    /// Checks what the types alone cannot.
+    /// Checks what the types alone cannot, within the default limits.
     pub fn validate(&self) -> Result<(), JobError> {
+        self.validate_within(&JobLimits::default())
+    }
+
+    /// Checks what the types alone cannot.
+    pub fn validate_within(&self, limits: &JobLimits) -> Result<(), JobError> {
+        let too_long = |field: &str, bytes: usize, setting, max| {
+            (bytes > max).then(|| JobError::TooLong {
+                field: field.to_owned(),
+                bytes,
+                setting,
+                max,
+            })
+        };
         if self.job_id.trim().is_empty() {
             return Err(JobError::EmptyJobId);
+        }
+        if let Some(error) = too_long(
+            "job_id",
+            self.job_id.len(),
+            "max_job_id_bytes",
+            limits.max_job_id_bytes,
+        ) {
+            return Err(error);
+        }
+        if let Some(error) = too_long(
+            "image_url",
+            self.image_url.len(),
+            "max_url_bytes",
+            limits.max_url_bytes,
+        ) {
+            return Err(error);
         }
         let scheme = self.image_url.split_once("://").map(|(scheme, _)| scheme);
         if !matches!(scheme, Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
@@ -80,6 +172,54 @@ impl Job {
         }
         if self.priority > MAX_PRIORITY {
             return Err(JobError::PriorityTooHigh(self.priority));
+        }
+        self.validate_metadata(limits)
+    }
+
+    fn validate_metadata(&self, limits: &JobLimits) -> Result<(), JobError> {
+        if self.metadata.len() > limits.max_metadata_entries {
+            return Err(JobError::TooManyMetadataEntries {
+                entries: self.metadata.len(),
+                max: limits.max_metadata_entries,
+            });
+        }
+        let mut total = 0;
+        for (key, value) in &self.metadata {
+            if key.len() > limits.max_metadata_key_bytes {
+                return Err(JobError::TooLong {
+                    field: format!("metadata key {}", quoted(key)),
+                    bytes: key.len(),
+                    setting: "max_metadata_key_bytes",
+                    max: limits.max_metadata_key_bytes,
+                });
+            }
+            // Keys become field names in the index: no dots (`a` and
+            // `a.b` would clash), nothing Elasticsearch reserves.
+            let is_name = !key.is_empty()
+                && !key.starts_with('_')
+                && key
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !is_name {
+                return Err(JobError::BadMetadataKey(key.clone()));
+            }
+            if value.len() > limits.max_metadata_value_bytes {
+                return Err(JobError::TooLong {
+                    field: format!("metadata[{key}]"),
+                    bytes: value.len(),
+                    setting: "max_metadata_value_bytes",
+                    max: limits.max_metadata_value_bytes,
+                });
+            }
+            total += key.len() + value.len();
+        }
+        if total > limits.max_metadata_bytes {
+            return Err(JobError::TooLong {
+                field: "metadata".to_owned(),
+                bytes: total,
+                setting: "max_metadata_bytes",
+                max: limits.max_metadata_bytes,
+            });
         }
         Ok(())
     }
@@ -187,5 +327,60 @@ mod tests {
         let mut job = example();
         job.priority = 10;
         assert_eq!(job.validate(), Err(JobError::PriorityTooHigh(10)));
+    }
+
+    #[test]
+    fn a_job_over_a_limit_is_refused_naming_the_limit_without_quoting_it_whole() {
+        let limits = JobLimits::default();
+        let mut job = example();
+        job.image_url = format!("https://example.com/{}", "a".repeat(100_000));
+        let error = job.validate_within(&limits).expect_err("too long");
+        let text = error.to_string();
+        assert!(text.contains("jobs.max_url_bytes (4096)"), "{text}");
+        assert!(text.len() < 200, "{text}");
+
+        let mut job = example();
+        job.image_url = format!("ftp://{}", "b".repeat(3000));
+        let text = job
+            .validate_within(&limits)
+            .expect_err("not http")
+            .to_string();
+        assert!(text.len() < 300 && text.contains("bytes)"), "{text}");
+
+        let mut job = example();
+        for i in 0..65 {
+            job.metadata.insert(format!("k{i}"), "v".into());
+        }
+        assert!(matches!(
+            job.validate_within(&limits),
+            Err(JobError::TooManyMetadataEntries { entries: 66, .. })
+        ));
+
+        for key in ["a.b", "_id", "", "key with space"] {
+            let mut job = example();
+            job.metadata.insert(key.into(), "v".into());
+            assert!(
+                matches!(
+                    job.validate_within(&limits),
+                    Err(JobError::BadMetadataKey(_))
+                ),
+                "{key:?}"
+            );
+        }
+
+        let mut job = example();
+        job.metadata.insert("big".into(), "x".repeat(3000));
+        let text = job
+            .validate_within(&limits)
+            .expect_err("too big")
+            .to_string();
+        assert!(text.contains("jobs.max_metadata_value_bytes"), "{text}");
+
+        let message = vec![b' '; limits.max_message_bytes + 1];
+        let error = Job::from_slice(&message).expect_err("too large");
+        assert!(
+            error.to_string().contains("jobs.max_message_bytes"),
+            "{error}"
+        );
     }
 }

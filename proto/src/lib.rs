@@ -15,7 +15,8 @@
 //! [`error_type`] names the handled errors a function reports, and whether a
 //! retry can help; [`failure`] the classes a job's failure falls in.
 //! [`limits`] holds the payload limits both sides of a call respect, and
-//! [`report`] the `REPORT` line every invocation's log ends with.
+//! [`report`] the `REPORT` line every invocation's log ends with; [`text`]
+//! keeps outside text to a size in errors and headers.
 //! [`schema`] holds the version check shared by the messages that cross a
 //! deployment boundary, and [`bytes`] the base64 wrappers used for image data.
 //!
@@ -33,6 +34,7 @@ pub mod job;
 pub mod limits;
 pub mod report;
 pub mod schema;
+pub mod text;
 
 pub use bytes::{Base64Bytes, Base64Text};
 pub use classify::{
@@ -49,7 +51,7 @@ pub use doc::{
 };
 pub use error_type::ErrorType;
 pub use failure::{Failure, FailureClass};
-pub use job::{Job, JobError, JobParseError, MAX_PRIORITY};
+pub use job::{Job, JobError, JobLimits, JobParseError, MAX_PRIORITY};
 pub use report::Report;
 pub use schema::{ProtoError, SCHEMA_VERSION, SchemaVersion};
 

@@ -6,7 +6,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use lambda_runtime::Diagnostic;
@@ -33,13 +33,19 @@ pub enum Fault {
     First(Arc<AtomicUsize>),
     /// Every request whose bytes hold these (an image's base64, say).
     OnContent(Vec<u8>),
+    /// About this share of calls, at random.
+    Rate(f64),
+    /// While the switch is on (an outage a test turns on and off).
+    While(Arc<AtomicBool>),
 }
 
 /// A function that fails as `fault` says, with `error_type`; otherwise
-/// (when it wraps one) the project's function answers.
+/// (when it wraps one) the wrapped function answers.
 #[derive(Debug, Clone)]
 pub struct Faulty {
-    inner: Option<Builtin>,
+    inner: Option<Arc<dyn InProcessFunction>>,
+    /// The project's function `inner` is, for its environment.
+    builtin: Option<Builtin>,
     fault: Fault,
     error: Diagnostic,
 }
@@ -49,6 +55,7 @@ impl Faulty {
     pub fn always(error_type: &str) -> Self {
         Self {
             inner: None,
+            builtin: None,
             fault: Fault::Always,
             error: diagnostic(error_type, "failed on purpose, every time"),
         }
@@ -58,7 +65,8 @@ impl Faulty {
     /// `ModelFailure`.
     pub fn first_calls(builtin: Builtin, failures: usize) -> Self {
         Self {
-            inner: Some(builtin),
+            inner: Some(Arc::new(builtin)),
+            builtin: Some(builtin),
             fault: Fault::First(Arc::new(AtomicUsize::new(failures))),
             error: diagnostic("ModelFailure", "the model failed this time"),
         }
@@ -68,9 +76,21 @@ impl Faulty {
     /// crashes on it would (`Internal`).
     pub fn on_content(builtin: Builtin, poison: &[u8]) -> Self {
         Self {
-            inner: Some(builtin),
+            inner: Some(Arc::new(builtin)),
+            builtin: Some(builtin),
             fault: Fault::OnContent(poison.to_vec()),
             error: diagnostic("Internal", "the function fell over on this request"),
+        }
+    }
+
+    /// `inner` failing as `fault` says, like a crashed runtime
+    /// (`Runtime.ExitError`: retryable, and it trips a breaker).
+    pub fn crashing(inner: Arc<dyn InProcessFunction>, fault: Fault) -> Self {
+        Self {
+            inner: Some(inner),
+            builtin: None,
+            fault,
+            error: diagnostic("Runtime.ExitError", "the runtime exited (on purpose)"),
         }
     }
 
@@ -78,7 +98,7 @@ impl Faulty {
     /// the project gives the function it wraps.
     pub fn spec(self) -> FunctionSpec {
         let environment = self
-            .inner
+            .builtin
             .map(|builtin| project_environment(builtin_name(builtin)))
             .unwrap_or_default();
         let mut spec = FunctionSpec::new(Handler::InProcess(Arc::new(self)));
@@ -118,7 +138,8 @@ impl InProcessFunction for Faulty {
     ) -> Result<Box<dyn InProcessHandler>, Diagnostic> {
         let inner = self
             .inner
-            .map(|builtin| builtin.init(environment))
+            .as_ref()
+            .map(|inner| inner.init(environment))
             .transpose()?;
         Ok(Box::new(FaultyInstance {
             inner,
@@ -144,6 +165,8 @@ impl InProcessHandler for FaultyInstance {
             Fault::OnContent(poison) => event
                 .windows(poison.len().max(1))
                 .any(|window| window == poison),
+            Fault::Rate(share) => fastrand::f64() < *share,
+            Fault::While(on) => on.load(Ordering::SeqCst),
         };
         match &mut self.inner {
             Some(inner) if !fails => inner.handle(event),
@@ -298,6 +321,7 @@ mod tests {
     fn a_fault_on_the_first_calls_passes_once_they_are_spent() {
         let faulty = Faulty {
             inner: None,
+            builtin: None,
             fault: Fault::First(Arc::new(AtomicUsize::new(2))),
             error: diagnostic("ModelFailure", "x"),
         };

@@ -14,12 +14,19 @@
 //! | `/to-metadata.jpg` | a redirect to the instance metadata address |
 //! | `/bomb.png` | a PNG whose header claims 50,000 × 50,000 pixels |
 //! | `/truncated.png` | the astronaut cut in the middle of its pixel data |
+//! | `/throttled.jpg` | 429 with `Retry-After: 4294967295` |
+//! | `/drip.jpg` | a JPEG's first bytes, then one byte a second, for ever |
+//! | `/gigabyte.jpg` | a JPEG's first bytes, then 1 GiB of zeros, no `Content-Length` |
+//! | `/loop.jpg` | a redirect to itself |
+//! | `/40mp.png` | a 40-megapixel PNG of about 10 MB (made on first use) |
 
 use std::time::Duration;
 
 use axum::http::{StatusCode, header};
 use axum::response::Redirect;
 use axum::routing::get;
+use futures::StreamExt as _;
+use image::ImageEncoder as _;
 
 use crate::{Scene, astronaut_png, encode, encode_jpeg, no_face};
 
@@ -81,7 +88,31 @@ impl ImageServer {
             )
             .route("/bomb.png", get(image("image/png", decompression_bomb())))
             // Sound headers (the coordinator's check passes), half the pixels.
-            .route("/truncated.png", get(image("image/png", truncated_png())));
+            .route("/truncated.png", get(image("image/png", truncated_png())))
+            .route(
+                "/throttled.jpg",
+                get(|| async {
+                    (
+                        StatusCode::TOO_MANY_REQUESTS,
+                        [(header::RETRY_AFTER, "4294967295")],
+                    )
+                }),
+            )
+            .route("/drip.jpg", get(|| async { drip() }))
+            .route("/gigabyte.jpg", get(|| async { gigabyte() }))
+            .route(
+                "/loop.jpg",
+                get(|| async { Redirect::temporary("/loop.jpg") }),
+            )
+            .route(
+                "/40mp.png",
+                get(|| async {
+                    let png = tokio::task::spawn_blocking(|| forty_megapixels().to_vec())
+                        .await
+                        .unwrap_or_default();
+                    ([(header::CONTENT_TYPE, "image/png")], png)
+                }),
+            );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let task = tokio::spawn(async move {
@@ -105,6 +136,59 @@ impl Drop for ImageServer {
     fn drop(&mut self) {
         self.task.abort();
     }
+}
+
+/// A JPEG's first bytes, then one byte a second, never ending.
+fn drip() -> axum::body::Body {
+    let start = futures::stream::iter([Ok::<_, std::io::Error>(axum::body::Bytes::from_static(
+        b"\xff\xd8\xff\xe0",
+    ))]);
+    let rest = futures::stream::unfold((), |()| async {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        Some((Ok(axum::body::Bytes::from_static(b"\0")), ()))
+    });
+    axum::body::Body::from_stream(start.chain(rest))
+}
+
+/// A JPEG's first bytes, then 1 GiB of zeros in 64 KiB chunks, its
+/// length unannounced.
+fn gigabyte() -> axum::body::Body {
+    const CHUNK: usize = 64 * 1024;
+    let start = axum::body::Bytes::from_static(b"\xff\xd8\xff\xe0\0\x10JFIF\0\x01\x01\0\0\x01");
+    let chunk = axum::body::Bytes::from(vec![0u8; CHUNK]);
+    let chunks = (1usize << 30) / CHUNK;
+    axum::body::Body::from_stream(futures::stream::iter(
+        std::iter::once(start)
+            .chain(std::iter::repeat_n(chunk, chunks))
+            .map(Ok::<_, std::io::Error>),
+    ))
+}
+
+/// A 40-megapixel PNG (7,296 × 5,472, just under the default pixel cap)
+/// that must be decoded to be sent: mostly flat, a row of noise in
+/// twelve, about 10 MB. Made once.
+pub fn forty_megapixels() -> &'static [u8] {
+    static PNG: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+    PNG.get_or_init(|| {
+        let (width, height) = (7296, 5472);
+        let mut rng = fastrand::Rng::with_seed(40);
+        let picture = image::RgbImage::from_fn(width, height, |x, y| {
+            if y % 12 == 0 {
+                image::Rgb([rng.u8(..), rng.u8(..), rng.u8(..)])
+            } else {
+                image::Rgb([(x / 29) as u8, (y / 22) as u8, 90])
+            }
+        });
+        let mut out = Vec::new();
+        image::codecs::png::PngEncoder::new_with_quality(
+            &mut out,
+            image::codecs::png::CompressionType::Fast,
+            image::codecs::png::FilterType::Sub,
+        )
+        .write_image(&picture, width, height, image::ExtendedColorType::Rgb8)
+        .expect("a PNG encodes in memory");
+        out
+    })
 }
 
 /// A small JPEG of gradients, the benches' image: cheap to fetch and check.

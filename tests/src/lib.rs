@@ -9,6 +9,8 @@
 //! - [`images`]: one image server, good images and hostile answers.
 //! - [`fakes`]: fake functions for the local Lambda — the project's with a
 //!   fault, or sleepers with canned answers.
+//! - [`proxy`]: a proxy in front of an Elasticsearch-API server that
+//!   answers 429 to part of a bulk request, or 401, on cue.
 //! - [`world`]: one queue test's world (functions, Elasticsearch, its own
 //!   queues and index, `lambdex` processes).
 //!
@@ -17,6 +19,7 @@
 
 pub mod fakes;
 pub mod images;
+pub mod proxy;
 pub mod services;
 pub mod world;
 

@@ -262,6 +262,91 @@ impl Drop for ElasticServer {
     }
 }
 
+/// A RabbitMQ node of a test's own, on free ports with its data in a
+/// temporary folder: for what would disturb the machine's broker and every
+/// test on it, such as restarting it. Stopped when dropped.
+#[derive(Debug)]
+pub struct RabbitNode {
+    name: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl RabbitNode {
+    /// Starts a node and waits until it takes connections.
+    pub fn start() -> Self {
+        let port = free_port();
+        let node = Self {
+            name: format!("lambdex-test-{port}@localhost"),
+            port,
+            dir: tempfile::tempdir().expect("a temporary folder"),
+        };
+        let dir = node.dir.path();
+        std::fs::create_dir_all(dir.join("mnesia")).expect("a data folder");
+        std::fs::create_dir_all(dir.join("log")).expect("a log folder");
+        std::fs::write(
+            dir.join("rabbitmq.conf"),
+            format!("listeners.tcp.local = 127.0.0.1:{port}\nloopback_users = none\n"),
+        )
+        .expect("written");
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").expect("written");
+        // Debian's rabbitmq-server runs the node as the `rabbitmq` user.
+        let _ = Command::new("chown")
+            .args(["-R", "rabbitmq:rabbitmq"])
+            .arg(dir)
+            .status();
+        let spawned = Command::new("rabbitmq-server")
+            .env("RABBITMQ_NODENAME", &node.name)
+            .env("RABBITMQ_NODE_PORT", port.to_string())
+            .env("RABBITMQ_DIST_PORT", free_port().to_string())
+            .env("RABBITMQ_CONFIG_FILE", dir.join("rabbitmq.conf"))
+            .env("RABBITMQ_MNESIA_BASE", dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", dir.join("enabled_plugins"))
+            .env("RABBITMQ_FEATURE_FLAGS_FILE", dir.join("feature_flags"))
+            .env("RABBITMQ_PID_FILE", dir.join("pid"))
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
+        assert!(
+            spawned.is_ok(),
+            "cannot start rabbitmq-server (is RabbitMQ installed?): {spawned:?}"
+        );
+        // The node registers a moment after it starts; then it boots.
+        let name = node.name.clone();
+        wait_for(&format!("RabbitMQ node {name}"), || {
+            Command::new("rabbitmqctl")
+                .args(["-n", &name, "-q", "ping"])
+                .output()
+                .is_ok_and(|output| output.status.success())
+        });
+        node.ctl(&["await_startup", "--timeout", "60"]);
+        node
+    }
+
+    /// Its AMQP URL, with the default user.
+    pub fn url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// `rabbitmqctl ARGS` against this node.
+    pub fn ctl(&self, args: &[&str]) -> String {
+        let mut all = vec!["-n", self.name.as_str()];
+        all.extend_from_slice(args);
+        rabbitmqctl(&all)
+    }
+}
+
+impl Drop for RabbitNode {
+    fn drop(&mut self) {
+        let _ = Command::new("rabbitmqctl")
+            .args(["-n", &self.name, "stop"])
+            .output();
+    }
+}
+
 /// The status of a plain GET, or `None` when nothing answers.
 fn http_get_status(address: &str, path: &str) -> Option<u16> {
     let mut stream = TcpStream::connect(address).ok()?;

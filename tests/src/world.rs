@@ -65,15 +65,26 @@ impl World {
     /// A world whose workers and commands run `bin` (a suite gives
     /// `env!("CARGO_BIN_EXE_lambdex")`), with `settings` over the test's.
     pub async fn new(bin: &str, elastic: Elastic, settings: &[(&str, &str)]) -> Self {
-        services::ensure_rabbitmq();
-        let elastic = tokio::task::spawn_blocking(move || ElasticServer::start(elastic))
-            .await
-            .expect("the server starts");
         let mut functions = LocalConfig::project_defaults(None, models_dir());
         functions.functions.insert(
             "always-fails".to_owned(),
             Faulty::always("ModelFailure").spec(),
         );
+        Self::with_functions(bin, elastic, settings, functions).await
+    }
+
+    /// A world whose local Lambda serves `functions` (fakes, say) instead
+    /// of the project's.
+    pub async fn with_functions(
+        bin: &str,
+        elastic: Elastic,
+        settings: &[(&str, &str)],
+        functions: LocalConfig,
+    ) -> Self {
+        services::ensure_rabbitmq();
+        let elastic = tokio::task::spawn_blocking(move || ElasticServer::start(elastic))
+            .await
+            .expect("the server starts");
         let lambda = LocalLambda::start(functions, 0)
             .await
             .expect("the local Lambda starts");
@@ -127,7 +138,11 @@ impl World {
         let child = Command::new(&self.bin)
             .arg("worker")
             .envs(&self.env)
-            .env("RUST_LOG", "info,lambdex=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("LAMBDEX_TEST_LOG")
+                    .unwrap_or_else(|_| "info,lambdex=debug".to_owned()),
+            )
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("a log file"))
@@ -199,7 +214,7 @@ impl World {
     }
 
     pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let connection = amqp::connect(RABBITMQ_URL, "lambdex worker test")
+        let connection = amqp::connect(&self.config.queue.url, "lambdex worker test")
             .await
             .expect("RabbitMQ answers");
         let channel = amqp::confirmed_channel(&connection)

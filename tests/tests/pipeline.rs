@@ -11,7 +11,7 @@ use lambdex::pipeline::Pipeline;
 use lambdex_functions::Task;
 use lambdex_local::{Builtin, FunctionSpec, Handler, LocalConfig, LocalLambda};
 use lambdex_proto::{Base64Text, FailureClass, Job, PredictionDoc, Status};
-use lambdex_tests::fakes::Faulty;
+use lambdex_tests::fakes::{Canned, Faulty, Sleeper};
 use lambdex_tests::images::ImageServer;
 use lambdex_tests::{ASTRONAUT_FACE, billed_functions, encode_jpeg, models_dir, no_face};
 
@@ -503,5 +503,42 @@ async fn throttling_at_the_reserved_concurrency_is_waited_out_and_every_job_succ
     assert!(stats.throttled > 0, "{stats:?}");
     assert_eq!(stats.retries, stats.throttled, "{stats:?}");
     assert_eq!(lambda.engine().throttles("age-reserved"), stats.throttled);
+    lambda.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_job_past_its_deadline_fails_as_retryable_and_lets_go_of_its_slot() {
+    let sleeper = Sleeper {
+        latency: Duration::from_secs(5),
+        canned: Canned::Crop { faces: 1 },
+    };
+    let slow = FunctionSpec::new(Handler::InProcess(std::sync::Arc::new(sleeper)));
+    let lambda = functions(vec![("face-crop-slow", slow)]).await;
+    let server = ImageServer::start().await.expect("the image server starts");
+    let mut config = config(&lambda);
+    config.face_crop.function = "face-crop-slow".to_owned();
+    config.pipeline.job_timeout = Duration::from_millis(500);
+    // One job at a time: the second runs only once the first let go.
+    config.pipeline.max_jobs_in_flight = 1;
+    let pipeline = pipeline(&lambda, config);
+
+    let started = std::time::Instant::now();
+    let urls = vec![server.url("two-faces.jpg"), server.url("no-face.jpg")];
+    let docs = process_all(&pipeline, &urls).await;
+    for doc in &docs {
+        let failure = doc.failure.as_ref().expect("timed out");
+        assert_eq!(
+            failure.class,
+            FailureClass::JobTimeout,
+            "{}",
+            failure.reason
+        );
+        assert!(failure.retryable);
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "{:?}",
+        started.elapsed()
+    );
     lambda.shutdown().await;
 }

@@ -10,12 +10,16 @@
 //! - [`worker`]: the queue path end to end, RabbitMQ to Elasticsearch.
 //! - [`power`]: each function's duration and cost per memory size, and
 //!   the pipeline's cost per 8M images.
+//! - [`chaos`]: the queue path under faults — workers killed, the broker
+//!   restarted, Elasticsearch down, functions throttled or gone, hostile
+//!   jobs — every message accounted for.
 //!
 //! Every bench names the [`machine`] it ran on beside its figures; the
 //! figures themselves, and the commands that print them, are in
 //! `BENCHMARKS.md`. [`table`] prints the two-column tables.
 
 pub mod affinity;
+pub mod chaos;
 pub mod machine;
 pub mod models;
 pub mod pipeline;

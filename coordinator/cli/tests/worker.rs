@@ -13,6 +13,7 @@ use lambdex::queue::amqp;
 use lambdex::queue::headers::{ATTEMPTS_HEADER, ERROR_HEADER, HISTORY_HEADER, REASON_HEADER};
 use lambdex::sink::{self, Sink, SinkError};
 use lambdex_proto::{Job, PredictionDoc, Status};
+use lambdex_tests::proxy::{ElasticProxy, Mode as ProxyMode};
 use lambdex_tests::services::{self, Elastic, ElasticServer};
 
 use lambdex_tests::world::*;
@@ -404,4 +405,299 @@ async fn the_sink_stores_refuses_and_keeps_the_newer_document_on_noida_db() {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_sink_stores_refuses_and_keeps_the_newer_document_on_osmem_server() {
     sink_stores_refuses_and_keeps_the_newer_document(Elastic::Osmem).await;
+}
+
+/// Stores `count` documents whose metadata keys are all different, each
+/// document its own keys: what producers' free-form metadata does to an
+/// index over time.
+async fn store_many_metadata_keys(sink: &Sink, count: usize) {
+    let writes = (0..count).map(|i| {
+        let mut doc = document(&format!("m{i}"), Status::NoFaces);
+        for k in 0..20 {
+            doc.metadata
+                .insert(format!("key-{i}-{k}"), format!("value {k}"));
+        }
+        sink.write(doc)
+    });
+    for write in futures::future::join_all(writes).await {
+        write.expect("a document with its own metadata keys is stored");
+    }
+}
+
+async fn metadata_keys_cannot_grow_the_mapping(kind: Elastic) {
+    let server = tokio::task::spawn_blocking(move || ElasticServer::start(kind))
+        .await
+        .expect("the server starts");
+    let mut config = Config::default().elasticsearch;
+    config.url = server.url();
+    config.index = format!("meta-{:08x}", fastrand::u32(..));
+    config.flush_interval = Duration::from_millis(20);
+    let client = sink::client(&config).expect("a client");
+    sink::install_template(&client, &config)
+        .await
+        .unwrap_or_else(|error| panic!("{kind:?}: {error}\n{}", server.log()));
+    let (sink, task) = Sink::start(&config).expect("the sink starts");
+    // 1,200 keys in all: past the 1,000 fields an index takes by default
+    // were each key a field of its own.
+    store_many_metadata_keys(&sink, 60).await;
+    let mapping: serde_json::Value =
+        reqwest::get(format!("{}/{}/_mapping", server.url(), config.index))
+            .await
+            .expect("answers")
+            .json()
+            .await
+            .expect("JSON");
+    let text = mapping.to_string();
+    assert!(
+        !text.contains("key-0-0"),
+        "{kind:?}: a key became a field: {text}"
+    );
+    drop(sink);
+    task.await.expect("the sink ends");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_keys_cannot_grow_the_mapping_on_noida_db() {
+    metadata_keys_cannot_grow_the_mapping(Elastic::Noida).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_keys_cannot_grow_the_mapping_on_osmem_server() {
+    metadata_keys_cannot_grow_the_mapping(Elastic::Osmem).await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_refused_whole_is_split_until_only_its_culprit_is_rejected() {
+    let server = tokio::task::spawn_blocking(|| ElasticServer::start(Elastic::Noida))
+        .await
+        .expect("the server starts");
+    let proxy = ElasticProxy::start(&server.url()).await.expect("starts");
+    let mut config = Config::default().elasticsearch;
+    config.url = proxy.url().to_owned();
+    config.index = format!("split-{:08x}", fastrand::u32(..));
+    // One bulk request for all eight.
+    config.flush_interval = Duration::from_millis(300);
+    config.retry_max_delay = Duration::from_millis(200);
+    let (sink, task) = Sink::start(&config).expect("the sink starts");
+    proxy.refuse_bulks_holding(Some("culprit"));
+    let writes: Vec<_> = (0..8)
+        .map(|i| {
+            let id = if i == 5 {
+                "culprit".to_owned()
+            } else {
+                format!("innocent-{i}")
+            };
+            sink.write(document(&id, Status::NoFaces))
+        })
+        .collect();
+    let results = futures::future::join_all(writes).await;
+    for (i, result) in results.iter().enumerate() {
+        if i == 5 {
+            assert!(
+                matches!(result, Err(SinkError::Rejected { status: 400, .. })),
+                "{result:?}"
+            );
+        } else {
+            assert!(result.is_ok(), "innocent-{i}: {result:?}");
+        }
+    }
+    drop(sink);
+    task.await.expect("the sink ends");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_credentials_block_the_sink_without_retrying_until_they_pass() {
+    let server = tokio::task::spawn_blocking(|| ElasticServer::start(Elastic::Noida))
+        .await
+        .expect("the server starts");
+    let proxy = ElasticProxy::start(&server.url()).await.expect("starts");
+    let mut config = Config::default().elasticsearch;
+    config.url = proxy.url().to_owned();
+    config.index = format!("auth-{:08x}", fastrand::u32(..));
+    config.flush_interval = Duration::from_millis(20);
+    let (sink, task) = Sink::start(&config).expect("the sink starts");
+    proxy.set(ProxyMode::Unauthorized);
+    let started = Instant::now();
+    let error = sink
+        .write(document("a", Status::Ok))
+        .await
+        .expect_err("refused");
+    assert!(
+        matches!(error, SinkError::Unauthorized { status: 401, .. }),
+        "{error}"
+    );
+    // Answered at once, not after a storm of retries.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(sink.blocked().is_some_and(|(why, _)| why.contains("401")));
+    proxy.set(ProxyMode::Pass);
+    sink.write(document("a", Status::Ok)).await.expect("stored");
+    assert!(sink.blocked().is_none());
+    drop(sink);
+    task.await.expect("the sink ends");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_over_the_limits_is_dead_lettered_once_and_the_connection_stays_up() {
+    let mut world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
+    world.start_worker();
+    let huge = Job::new(
+        "huge-url",
+        world
+            .images
+            .url(&format!("astronaut.png?{}", "a".repeat(100 * 1024))),
+    );
+    world.publish(vec![huge]).await;
+    world.publish(world.jobs(2)).await;
+    world.await_documents(2).await;
+    let letters = world.take_dead_letters(1).await;
+    let (headers, _) = &letters[0];
+    assert_eq!(header_text(headers, REASON_HEADER), "invalid_message");
+    let error = header_text(headers, ERROR_HEADER);
+    assert!(error.contains("jobs.max_"), "{error}");
+    assert!(error.len() < 1024, "{} bytes", error.len());
+    let logs = world.logs();
+    assert!(!logs.contains("lost the connection"), "{logs}");
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_job_delivered_too_often_is_dead_lettered_before_it_runs_again() {
+    let mut world = World::new(
+        LAMBDEX,
+        Elastic::Noida,
+        &[("LAMBDEX__QUEUE__DELIVERY_LIMIT", "3")],
+    )
+    .await;
+    world.start_worker();
+    let (connection, channel) = world.channel().await;
+    let job = serde_json::to_vec(&world.jobs(1)[0]).expect("a job serialises");
+    let mut headers = lapin::types::FieldTable::default();
+    // As a quorum queue counts the deliveries of a job that killed its
+    // workers three times.
+    amqp::set_number(&mut headers, "x-delivery-count", 3);
+    amqp::publish(
+        &channel,
+        &world.topology().jobs_exchange,
+        "batch",
+        &job,
+        headers,
+    )
+    .await
+    .expect("published");
+    let _ = connection.close(200, "done").await;
+    let letters = world.take_dead_letters(1).await;
+    assert_eq!(header_text(&letters[0].0, REASON_HEADER), "delivery_limit");
+    assert!(world.documents().await.is_empty());
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_retried_priority_job_comes_back_on_the_priority_lane() {
+    let mut world = World::new(
+        LAMBDEX,
+        Elastic::Noida,
+        &[
+            ("LAMBDEX__MODELS__AGE__FUNCTION", "always-fails"),
+            ("LAMBDEX__RETRY__MAX_ATTEMPTS", "1"),
+            ("LAMBDEX__QUEUE__REQUEUE_FIRST_DELAY", "3s"),
+        ],
+    )
+    .await;
+    world.start_worker();
+    let mut job = world.jobs(1).remove(0);
+    job.priority = 3;
+    world.publish(vec![job]).await;
+    let topology = world.topology();
+    let retry = &topology.retry_queues[0].0;
+    assert_eq!(world.settled_ready_in(&[retry], 1).await, 1, "requeued");
+    world.kill_workers();
+    // Its trip over, it is back where it came from.
+    let back = world.settled_ready_in(&[&topology.priority_queue], 1).await;
+    assert_eq!(back, 1, "on the priority lane");
+    assert_eq!(world.ready_in(&topology.jobs_queue).await, 0);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lane_whose_consumer_the_broker_cancels_is_consumed_again() {
+    let mut world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
+    world.start_worker();
+    world.publish(world.jobs(1)).await;
+    world.await_documents(1).await;
+    // An operator deleting the priority queue: the broker cancels the
+    // worker's consumer of it.
+    let topology = world.topology();
+    tokio::task::block_in_place(|| {
+        services::rabbitmqctl(&["delete_queue", &topology.priority_queue])
+    });
+    // The worker hears of it (before the queue is declared again: a queue
+    // deleted and declared at once leaves RabbitMQ 3.10 no time to tell
+    // its consumers).
+    let started = Instant::now();
+    while !world.logs().contains("the broker cancelled a consumer") {
+        assert!(started.elapsed() < PATIENCE, "{}", world.logs());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // A priority job after it (publishing declares the queue again): the
+    // worker must consume the lane anew to see it.
+    let mut urgent = Job::new("urgent", world.images.url("astronaut.png?urgent"));
+    urgent.priority = 5;
+    urgent
+        .metadata
+        .insert("post_id".to_owned(), "urgent".to_owned());
+    world.publish(vec![urgent]).await;
+    let docs = world.await_documents(2).await;
+    assert!(
+        docs.iter().any(|doc| doc.job_id == "urgent"),
+        "{}",
+        world.logs()
+    );
+    assert!(
+        world.logs().contains("cancelled a consumer"),
+        "{}",
+        world.logs()
+    );
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_elasticsearch_refuses_the_worker_it_pauses_reports_unready_and_loses_nothing() {
+    let metrics = format!("127.0.0.1:{}", services::free_port());
+    let mut world = World::new(
+        LAMBDEX,
+        Elastic::Noida,
+        &[("LAMBDEX__METRICS__LISTEN", &metrics)],
+    )
+    .await;
+    let proxy = ElasticProxy::start(&world.elastic.url())
+        .await
+        .expect("starts");
+    world.env.insert(
+        "LAMBDEX__ELASTICSEARCH__URL".to_owned(),
+        proxy.url().to_owned(),
+    );
+    world.start_worker();
+    world.publish(world.jobs(2)).await;
+    world.await_documents(2).await;
+    proxy.set(ProxyMode::Unauthorized);
+    world.publish(world.jobs(6)).await;
+    let readyz = format!("http://{metrics}/readyz");
+    let started = Instant::now();
+    loop {
+        let answer = reqwest::get(&readyz).await.expect("answers");
+        if answer.status() == 503 {
+            let body = answer.text().await.expect("a body");
+            assert!(body.contains("Elasticsearch refuses"), "{body}");
+            break;
+        }
+        assert!(started.elapsed() < PATIENCE, "{}", world.logs());
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    proxy.set(ProxyMode::Pass);
+    let docs = world.await_documents(6).await;
+    assert_one_document_per_job(&docs, 6);
+    assert_eq!(world.ready_in(&world.topology().dead_queue).await, 0);
+    let ready = reqwest::get(&readyz).await.expect("answers");
+    assert_eq!(ready.status(), 200);
+    world.finish().await;
 }

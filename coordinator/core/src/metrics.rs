@@ -16,7 +16,8 @@
 //! | `lambdex_billed_milliseconds_total` | function | billed duration from `REPORT` lines |
 //! | `lambdex_estimated_cost_usd` | | the jobs' estimated Lambda cost since start (only grows) |
 //! | `lambdex_predictions_total` | status | documents made, by status |
-//! | `lambdex_jobs_total` | outcome | the worker's deliveries: stored, requeued, dead_lettered, released |
+//! | `lambdex_jobs_total` | outcome | the worker's deliveries: stored, requeued, outage (requeued for an outage, no trip spent), dead_lettered, released, panicked |
+//! | `lambdex_worker_paused` | | 1 while the worker takes no jobs for an outage |
 //! | `lambdex_queue_messages` | queue | messages ready, read when scraped |
 
 use std::sync::OnceLock;
@@ -36,6 +37,7 @@ const COST: &str = "lambdex_estimated_cost_usd";
 const PREDICTIONS: &str = "lambdex_predictions_total";
 const JOBS: &str = "lambdex_jobs_total";
 const QUEUE_MESSAGES: &str = "lambdex_queue_messages";
+const WORKER_PAUSED: &str = "lambdex_worker_paused";
 
 /// Invocation latency buckets, in seconds: warm calls of a few ms up to
 /// Lambda's longest synchronous timeouts.
@@ -116,6 +118,10 @@ fn describe() {
     describe_counter!(PREDICTIONS, "Documents made, by status.");
     describe_counter!(JOBS, "Queue deliveries by how they ended.");
     describe_gauge!(QUEUE_MESSAGES, "Messages ready in the queue, when scraped.");
+    describe_gauge!(
+        WORKER_PAUSED,
+        "1 while the worker takes no jobs for an outage (a function down, Elasticsearch refusing it)."
+    );
 }
 
 /// One invocation ended: `error` is its class when it failed.
@@ -155,9 +161,15 @@ pub fn prediction(status: &str, cost_usd: Option<f64>) {
     }
 }
 
-/// Deliveries ended (`stored`, `requeued`, `dead_lettered`, `released`).
+/// Deliveries ended (`stored`, `requeued`, `outage`, `dead_lettered`,
+/// `released`, `panicked`).
 pub fn jobs(outcome: &'static str, count: u64) {
     metrics::counter!(JOBS, "outcome" => outcome).increment(count);
+}
+
+/// The worker stopped, or went back to, taking jobs.
+pub fn worker_paused(paused: bool) {
+    metrics::gauge!(WORKER_PAUSED).set(f64::from(u8::from(paused)));
 }
 
 pub fn queue_messages(queue: &str, ready: u32) {

@@ -5,9 +5,10 @@
 //! retry budget so a failing downstream cannot have its load multiplied.
 
 use std::future::Future;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable as _};
+use tokio::time::Instant;
 use tower::retry::budget::{Budget as _, TpsBudget};
 
 use crate::config::RetryConfig;
@@ -48,14 +49,16 @@ impl RetryBudget {
 }
 
 /// The delay before a retry: uniformly random in `[0, backoff]` ("full
-/// jitter"), but at least what the server asked for.
-pub fn delay(backoff: Duration, retry_after: Option<Duration>) -> Duration {
+/// jitter"), but at least what the server asked for, up to `max_hint`.
+pub fn delay(backoff: Duration, retry_after: Option<Duration>, max_hint: Duration) -> Duration {
     let jittered = backoff.mul_f64(fastrand::f64());
-    retry_after.map_or(jittered, |hint| jittered.max(hint))
+    retry_after.map_or(jittered, |hint| jittered.max(hint.min(max_hint)))
 }
 
 /// Runs `attempt` until it succeeds, fails for good, or the policy says
-/// stop. `on_retry` sees each error that will be retried and the wait.
+/// stop: out of attempts or budget, or a wait that would end past
+/// `max_elapsed`. `on_retry` sees each error that will be retried and the
+/// wait.
 pub async fn retrying<T, E, F, Fut>(
     config: &RetryConfig,
     max_attempts: usize,
@@ -82,7 +85,10 @@ where
                 && started.elapsed() < config.max_elapsed
                 && budget.is_none_or(RetryBudget::withdraw)
         })
-        .adjust(|error: &E, backoff| backoff.map(|backoff| delay(backoff, error.retry_after())))
+        .adjust(|error: &E, backoff| {
+            let wait = delay(backoff?, error.retry_after(), config.max_retry_after);
+            (started.elapsed() + wait <= config.max_elapsed).then_some(wait)
+        })
         .notify(|error: &E, wait| on_retry(error, wait))
         .await
 }
@@ -113,13 +119,59 @@ mod tests {
     }
 
     #[test]
-    fn full_jitter_stays_within_the_backoff_and_honours_the_hint() {
+    fn full_jitter_stays_within_the_backoff_and_honours_the_hint_up_to_its_cap() {
         let backoff = Duration::from_millis(100);
+        let cap = Duration::from_secs(10);
         for _ in 0..100 {
-            assert!(delay(backoff, None) <= backoff);
+            assert!(delay(backoff, None, cap) <= backoff);
         }
         let hint = Duration::from_secs(1);
-        assert_eq!(delay(backoff, Some(hint)), hint);
+        assert_eq!(delay(backoff, Some(hint), cap), hint);
+        let hostile = Duration::from_secs(u64::from(u32::MAX));
+        assert_eq!(delay(backoff, Some(hostile), cap), cap);
+    }
+
+    #[derive(Debug)]
+    struct Throttled(Duration);
+
+    impl Retryable for Throttled {
+        fn is_retryable(&self) -> bool {
+            true
+        }
+        fn retry_after(&self) -> Option<Duration> {
+            Some(self.0)
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_huge_retry_after_is_waited_at_most_its_cap_and_never_past_max_elapsed() {
+        let config = RetryConfig {
+            max_attempts: 100,
+            max_elapsed: Duration::from_secs(25),
+            max_retry_after: Duration::from_secs(10),
+            ..quick()
+        };
+        let started = Instant::now();
+        let calls = AtomicUsize::new(0);
+        let result: Result<(), Throttled> = retrying(
+            &config,
+            config.max_attempts,
+            None,
+            || async {
+                calls.fetch_add(1, Ordering::Relaxed);
+                Err(Throttled(Duration::from_secs(4_294_967_295)))
+            },
+            |_, _| {},
+        )
+        .await;
+        assert!(result.is_err());
+        // Waits of 10 s each: at 0, 10 and 20 s; a fourth would end at 30 s.
+        assert_eq!(calls.load(Ordering::Relaxed), 3);
+        assert!(
+            started.elapsed() <= config.max_elapsed,
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[tokio::test]

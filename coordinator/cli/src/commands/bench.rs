@@ -1,6 +1,6 @@
 //! `lambdex bench`: the measurements of `lambdex-bench`.
 
-use lambdex_bench::{models, pipeline, power, worker};
+use lambdex_bench::{chaos, models, pipeline, power, worker};
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -16,6 +16,10 @@ pub enum Command {
     /// Lambda (CPU limited to memory/1769 of a core), the pipeline's cost
     /// per 8M images, a Markdown report and a chart.
     Power(power::Args),
+    /// The queue path under faults (workers killed, the broker restarted,
+    /// Elasticsearch down, functions throttled or gone, hostile jobs):
+    /// every message accounted for, in a table.
+    Chaos(chaos::Args),
 }
 
 pub async fn run(command: Command) -> anyhow::Result<()> {
@@ -24,5 +28,6 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
         Command::Pipeline(args) => pipeline::run(args).await,
         Command::Worker(args) => worker::run(args).await,
         Command::Power(args) => power::run(args).await,
+        Command::Chaos(args) => chaos::run(args).await,
     }
 }

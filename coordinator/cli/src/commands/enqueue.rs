@@ -12,7 +12,7 @@ use std::path::PathBuf;
 use indicatif::{ProgressBar, ProgressStyle};
 use lambdex::config::Config;
 use lambdex::queue::enqueue::{job_id_of, publish};
-use lambdex_proto::Job;
+use lambdex_proto::{Job, JobLimits};
 
 use super::ConfigArgs;
 use crate::UsageError;
@@ -57,14 +57,15 @@ pub enum EnqueueError {
     Read(String, std::io::Error),
 }
 
-/// The jobs the arguments describe, validated, before anything is sent.
-pub fn jobs_of(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
+/// The jobs the arguments describe, validated within `limits`, before
+/// anything is sent.
+pub fn jobs_of(args: &EnqueueArgs, limits: &JobLimits) -> Result<Vec<Job>, EnqueueError> {
     let metadata: BTreeMap<String, String> = args.metadata.iter().cloned().collect();
     let url_job = |url: &str, at: String| {
         let mut job = Job::new(job_id_of(url), url);
         job.priority = args.priority;
         job.metadata.clone_from(&metadata);
-        job.validate()
+        job.validate_within(limits)
             .map(|()| job)
             .map_err(|error| EnqueueError::BadJob {
                 at,
@@ -96,9 +97,11 @@ pub fn jobs_of(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
                 continue;
             }
             let job = if text.starts_with('{') {
-                Job::from_slice(text.as_bytes()).map_err(|error| EnqueueError::BadJob {
-                    at: format!("{name} line {}", i + 1),
-                    reason: error.to_string(),
+                Job::from_slice_within(text.as_bytes(), limits).map_err(|error| {
+                    EnqueueError::BadJob {
+                        at: format!("{name} line {}", i + 1),
+                        reason: error.to_string(),
+                    }
                 })?
             } else {
                 url_job(text, format!("{name} line {}", i + 1))?
@@ -114,7 +117,7 @@ pub fn jobs_of(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
 
 pub async fn run(args: Args) -> anyhow::Result<()> {
     let config: Config = args.config.load()?;
-    let jobs = jobs_of(&args.jobs).map_err(|error| UsageError(error.to_string()))?;
+    let jobs = jobs_of(&args.jobs, &config.jobs).map_err(|error| UsageError(error.to_string()))?;
     let progress = ProgressBar::new(jobs.len() as u64).with_style(
         ProgressStyle::with_template("{bar:40} {pos}/{len} jobs confirmed ({per_sec}, {eta} left)")
             .expect("a valid template"),
@@ -137,6 +140,10 @@ mod tests {
         }
     }
 
+    fn jobs_of_default(args: &EnqueueArgs) -> Result<Vec<Job>, EnqueueError> {
+        jobs_of(args, &JobLimits::default())
+    }
+
     #[test]
     fn urls_and_lines_become_jobs_with_stable_ids() {
         let dir = tempfile::tempdir().expect("a temp dir");
@@ -147,7 +154,7 @@ mod tests {
             format!("# a comment\n\nhttps://a.example/1.jpg\n{own}\n"),
         )
         .expect("written");
-        let jobs = jobs_of(&args(&["https://a.example/0.jpg"], Some(file))).expect("valid");
+        let jobs = jobs_of_default(&args(&["https://a.example/0.jpg"], Some(file))).expect("valid");
         let ids: Vec<&str> = jobs.iter().map(|job| job.job_id.as_str()).collect();
         assert_eq!(
             ids,
@@ -168,7 +175,7 @@ mod tests {
 
     #[test]
     fn a_bad_url_or_line_is_named_and_nothing_is_an_error() {
-        let error = jobs_of(&args(
+        let error = jobs_of_default(&args(
             &["https://a.example/0.jpg", "file:///etc/passwd"],
             None,
         ))
@@ -177,10 +184,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("a temp dir");
         let file = dir.path().join("jobs.txt");
         std::fs::write(&file, "https://a.example/1.jpg\n{\"job_id\": 1}\n").expect("written");
-        let error = jobs_of(&args(&[], Some(file))).expect_err("not a job");
+        let error = jobs_of_default(&args(&[], Some(file))).expect_err("not a job");
         assert!(error.to_string().contains("jobs.txt line 2: "), "{error}");
         assert!(matches!(
-            jobs_of(&args(&[], None)),
+            jobs_of_default(&args(&[], None)),
             Err(EnqueueError::Nothing)
         ));
     }

@@ -31,14 +31,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
+    let worker = Worker::new(config.clone(), pipeline, sink);
     if let Some(address) = config.metrics.listen {
         let listener = tokio::net::TcpListener::bind(address)
             .await
             .with_context(|| format!("metrics.listen {address}"))?;
-        tracing::info!(%address, "serving /metrics");
-        tokio::spawn(lambdex::admin::serve_metrics(listener, shutdown.clone()));
+        tracing::info!(%address, "serving /metrics and /readyz");
+        tokio::spawn(lambdex::admin::serve_metrics(
+            listener,
+            shutdown.clone(),
+            worker.health(),
+        ));
     }
-    Worker::new(config, pipeline, sink).run(shutdown).await?;
+    worker.run(shutdown).await?;
     // Every job has its answer from the sink; let its task end.
     sink_task.await.context("the Elasticsearch sink")?;
     Ok(())

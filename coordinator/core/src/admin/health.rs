@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use super::AdminState;
 use crate::metrics;
 use crate::queue::dlq;
+use crate::queue::worker::WorkerHealth;
 
 /// Prometheus' text exposition format.
 const METRICS_CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -117,6 +118,21 @@ async fn within(timeout: std::time::Duration, check: Check<'_>) -> String {
         Ok(Err(error)) => error,
         Err(_) => format!("no answer within admin.readiness_timeout ({timeout:?})"),
     }
+}
+
+/// The worker's readiness: 200 while it takes jobs, 503 with why not.
+pub fn worker_readiness(worker: &WorkerHealth) -> (StatusCode, Json<Readiness>) {
+    let (ready, check) = match worker.readiness() {
+        Ok(()) => (true, "ok".to_owned()),
+        Err(reason) => (false, reason),
+    };
+    let status = if ready {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    let checks = BTreeMap::from([("worker".to_owned(), check)]);
+    (status, Json(Readiness { ready, checks }))
 }
 
 /// Metrics in Prometheus' text format (the worker's are the same names).

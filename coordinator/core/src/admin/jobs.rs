@@ -132,7 +132,7 @@ pub async fn create(
         );
         job.metadata = asked.metadata;
         job.priority = request.priority;
-        let checked = match job.validate() {
+        let checked = match job.validate_within(&state.config.jobs) {
             Ok(()) => refused_by_guard(&guard, &job.image_url).await,
             Err(error) => Some(error.to_string()),
         };

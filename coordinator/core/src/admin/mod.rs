@@ -36,6 +36,7 @@ pub use openapi::ApiDoc;
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::pipeline::Pipeline;
+use crate::queue::worker::WorkerHealth;
 use crate::sink::{self, Sink, SinkError};
 use broker::Broker;
 
@@ -142,19 +143,30 @@ pub async fn serve(
     Ok(())
 }
 
-/// `/metrics` and `/healthz` alone, for `lambdex worker`.
+/// `/metrics`, `/healthz` and `/readyz` alone, for `lambdex worker`:
+/// ready while it is connected and taking jobs.
 pub async fn serve_metrics(
     listener: TcpListener,
     shutdown: CancellationToken,
+    worker: Arc<WorkerHealth>,
 ) -> Result<(), AdminError> {
     let metrics = Metrics::install();
-    let app = Router::new().route("/healthz", get(health::healthz)).route(
-        "/metrics",
-        get(move || {
-            let metrics = metrics.clone();
-            async move { health::metrics_text(metrics.render()) }
-        }),
-    );
+    let app = Router::new()
+        .route("/healthz", get(health::healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let worker = Arc::clone(&worker);
+                async move { health::worker_readiness(&worker) }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = metrics.clone();
+                async move { health::metrics_text(metrics.render()) }
+            }),
+        );
     axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await?;

@@ -125,7 +125,7 @@ pub async fn create(
         ));
     };
     if image.is_none() {
-        job.validate()
+        job.validate_within(&state.config.jobs)
             .map_err(|error| ApiError::bad_request(error.to_string()))?;
     } else if job.job_id.trim().is_empty() {
         return Err(ApiError::bad_request("job_id is empty"));

@@ -14,6 +14,7 @@ mod elasticsearch;
 mod fetch;
 mod function;
 mod image;
+mod jobs;
 mod lambda;
 mod metrics;
 mod pipeline;
@@ -23,6 +24,7 @@ mod retry;
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use lambdex_proto::JobLimits;
 use lambdex_proto::limits::MAX_IMAGES_PER_REQUEST;
 use serde::{Deserialize, Serialize};
 
@@ -65,6 +67,8 @@ pub struct Config {
     pub elasticsearch: ElasticsearchConfig,
     pub admin: AdminConfig,
     pub metrics: MetricsConfig,
+    /// What a job may carry.
+    pub jobs: JobLimits,
     /// The face-crop function.
     pub face_crop: FunctionConfig,
     /// The classifier models every face goes through, by name; a model's
@@ -86,6 +90,7 @@ impl Default for Config {
             elasticsearch: ElasticsearchConfig::default(),
             admin: AdminConfig::default(),
             metrics: MetricsConfig::default(),
+            jobs: JobLimits::default(),
             face_crop: FunctionConfig {
                 batch_size: Some(DEFAULT_CROP_BATCH_SIZE),
                 batch_window: Some(DEFAULT_BATCH_WINDOW),
@@ -187,6 +192,7 @@ impl Config {
         self.pipeline.validate()?;
         self.queue.validate()?;
         self.elasticsearch.validate()?;
+        jobs::validate(&self.jobs)?;
         self.admin.validate()
     }
 

@@ -1,5 +1,7 @@
 //! `[pipeline]`: jobs as a whole.
 
+use std::time::Duration;
+
 use serde::{Deserialize, Serialize};
 
 use super::ConfigError;
@@ -13,6 +15,16 @@ pub struct PipelineConfig {
     /// When a model fails for good: `false` fails the job, `true` stores
     /// the other models' results with status `partial`.
     pub partial_results: bool,
+    /// The most one job may take, download to document, once it has its
+    /// slot: past it the job fails as retryable (`job_timeout`) and lets
+    /// go of everything it holds. Well under the broker's consumer
+    /// timeout (30 min by default), which would take the delivery back.
+    #[serde(with = "humantime_serde")]
+    pub job_timeout: Duration,
+    /// Bytes the jobs' images may hold together: downloads (and the
+    /// request's copies of them) and images decoded to be scaled. A job
+    /// waits for its share; one larger than the whole runs alone.
+    pub memory_budget: u64,
 }
 
 impl Default for PipelineConfig {
@@ -20,6 +32,8 @@ impl Default for PipelineConfig {
         Self {
             max_jobs_in_flight: 1000,
             partial_results: false,
+            job_timeout: Duration::from_secs(5 * 60),
+            memory_budget: 2 * 1024 * 1024 * 1024,
         }
     }
 }
@@ -29,6 +43,16 @@ impl PipelineConfig {
         if self.max_jobs_in_flight == 0 {
             return Err(ConfigError::invalid(
                 "pipeline.max_jobs_in_flight must be at least 1",
+            ));
+        }
+        if self.job_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "pipeline.job_timeout must be more than 0",
+            ));
+        }
+        if self.memory_budget < 16 * 1024 * 1024 {
+            return Err(ConfigError::invalid(
+                "pipeline.memory_budget must be at least 16 MiB",
             ));
         }
         Ok(())

@@ -42,6 +42,20 @@ pub struct QueueConfig {
     pub shutdown_deadline: Duration,
     /// Publishes `lambdex enqueue` keeps awaiting confirmation at once.
     pub publish_window: usize,
+    /// A job delivered this many times (RabbitMQ's `x-delivery-count`, on
+    /// quorum queues) is dead-lettered as `delivery_limit` before it runs
+    /// again: one that takes its worker down with it stops coming back.
+    pub delivery_limit: u32,
+    /// How long a job may wait out an outage — a function whose breaker is
+    /// open, persistent throttling, an index that refuses the worker's
+    /// credentials — requeued without spending its trips, before it is
+    /// dead-lettered after all.
+    #[serde(with = "humantime_serde")]
+    pub outage_patience: Duration,
+    /// While paused for an outage, the longest the worker waits between
+    /// looks at whether it is over.
+    #[serde(with = "humantime_serde")]
+    pub outage_check_interval: Duration,
 }
 
 impl Default for QueueConfig {
@@ -58,6 +72,9 @@ impl Default for QueueConfig {
             reconnect_max_delay: Duration::from_secs(30),
             shutdown_deadline: Duration::from_secs(30),
             publish_window: 1000,
+            delivery_limit: 10,
+            outage_patience: Duration::from_secs(24 * 60 * 60),
+            outage_check_interval: Duration::from_secs(5),
         }
     }
 }
@@ -75,6 +92,16 @@ impl QueueConfig {
         if self.requeue_attempts > 0 && self.requeue_first_delay.is_zero() {
             return Err(ConfigError::invalid(
                 "queue.requeue_first_delay must be more than 0",
+            ));
+        }
+        if self.delivery_limit == 0 {
+            return Err(ConfigError::invalid(
+                "queue.delivery_limit must be at least 1",
+            ));
+        }
+        if self.outage_check_interval.is_zero() {
+            return Err(ConfigError::invalid(
+                "queue.outage_check_interval must be more than 0",
             ));
         }
         if self.reconnect_min_delay > self.reconnect_max_delay {

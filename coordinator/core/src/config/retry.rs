@@ -16,9 +16,16 @@ pub struct RetryConfig {
     pub min_delay: Duration,
     #[serde(with = "humantime_serde")]
     pub max_delay: Duration,
-    /// No retry starts after this much time since the first attempt.
+    /// No wait between attempts ends past this much time since the first
+    /// attempt: a retry that could not start by then is not waited for.
     #[serde(with = "humantime_serde")]
     pub max_elapsed: Duration,
+    /// The longest a server's `Retry-After` (a 429's, a throttled
+    /// invocation's `retryAfterSeconds`) is honoured; a longer one is
+    /// waited only this long, so a hostile or broken server cannot park a
+    /// job.
+    #[serde(with = "humantime_serde")]
+    pub max_retry_after: Duration,
     /// The retry budget: retries may add this fraction of a function's
     /// recent calls…
     pub budget_ratio: f32,
@@ -36,6 +43,7 @@ impl Default for RetryConfig {
             min_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(5),
             max_elapsed: Duration::from_secs(60),
+            max_retry_after: Duration::from_secs(10),
             budget_ratio: 0.2,
             budget_min_per_second: 10,
             budget_window: Duration::from_secs(10),

@@ -1,7 +1,9 @@
 //! A circuit breaker per function: after a run of consecutive failures of
 //! the function itself it opens, and calls fail fast (or go to the
 //! fallback) instead of piling onto a broken function; after a cool-down
-//! one probe call may try again, and its outcome closes or reopens it.
+//! one probe call may try again, and its outcome closes or reopens it. A
+//! probe that never reports (its job was dropped) expires after another
+//! cool-down, so the breaker cannot stay half-open for ever.
 //!
 //! Written here (some fifty lines) rather than taken from a crate: the
 //! maintained breaker crates wrap a whole `tower` service or a future,
@@ -21,8 +23,10 @@ enum State {
     Open {
         until: Instant,
     },
-    /// One probe is in flight.
-    HalfOpen,
+    /// One probe is in flight, let through at `since`.
+    HalfOpen {
+        since: Instant,
+    },
 }
 
 /// Whether a call may go ahead.
@@ -65,13 +69,29 @@ impl Breaker {
 
     pub fn admit(&self) -> Admission {
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
         match *state {
             State::Closed { .. } => Admission::Call,
-            State::Open { until } if Instant::now() >= until => {
-                *state = State::HalfOpen;
+            State::Open { until } if now >= until => {
+                *state = State::HalfOpen { since: now };
                 Admission::Probe
             }
-            State::Open { .. } | State::HalfOpen => Admission::Rejected,
+            // The probe never reported: another may go.
+            State::HalfOpen { since } if now >= since + self.cooldown => {
+                *state = State::HalfOpen { since: now };
+                Admission::Probe
+            }
+            State::Open { .. } | State::HalfOpen { .. } => Admission::Rejected,
+        }
+    }
+
+    /// When a call may next be let through, while the breaker is not
+    /// closed; `None` while it is.
+    pub fn reopens_at(&self) -> Option<Instant> {
+        match *self.state.lock().unwrap_or_else(|e| e.into_inner()) {
+            State::Closed { .. } => None,
+            State::Open { until } => Some(until),
+            State::HalfOpen { since } => Some(since + self.cooldown),
         }
     }
 
@@ -85,9 +105,9 @@ impl Breaker {
             (State::Closed { failures }, Outcome::Failure) => State::Closed {
                 failures: failures + 1,
             },
-            (State::HalfOpen, Outcome::Failure) => self.open(),
+            (State::HalfOpen { .. }, Outcome::Failure) => self.open(),
             // A probe that proved nothing: the next call probes again.
-            (State::HalfOpen, Outcome::Neutral) => State::Open {
+            (State::HalfOpen { .. }, Outcome::Neutral) => State::Open {
                 until: Instant::now(),
             },
             (state, _) => state,
@@ -148,6 +168,21 @@ mod tests {
         breaker.record(Outcome::Success);
         assert_eq!(breaker.admit(), Admission::Call);
         assert!(!breaker.is_open());
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_probe_that_never_reports_expires_after_a_cooldown() {
+        let breaker = Breaker::new(1, Duration::from_secs(5));
+        breaker.record(Outcome::Failure);
+        assert!(breaker.reopens_at().is_some());
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(breaker.admit(), Admission::Probe);
+        // Its job was dropped: no outcome comes.
+        assert_eq!(breaker.admit(), Admission::Rejected);
+        tokio::time::advance(Duration::from_secs(6)).await;
+        assert_eq!(breaker.admit(), Admission::Probe);
+        breaker.record(Outcome::Success);
+        assert_eq!(breaker.reopens_at(), None);
     }
 
     #[tokio::test(start_paused = true)]

@@ -114,6 +114,16 @@ impl Caller {
         &self.function
     }
 
+    /// When calls will be let through again, while this function's breaker
+    /// is open and it has no fallback to answer instead; `None` while
+    /// calls go through.
+    pub fn unavailable_until(&self) -> Option<tokio::time::Instant> {
+        if self.fallback.is_some() {
+            return None;
+        }
+        self.breaker.reopens_at()
+    }
+
     pub fn stats(&self) -> CallStats {
         let c = &self.counters;
         let load = |counter: &AtomicU64| counter.load(Ordering::Relaxed);

@@ -233,6 +233,14 @@ fn function_error(function: &str, body: &[u8]) -> InvokeError {
     }
 }
 
+/// Lambda's `retryAfterSeconds`, if it is a duration at all: a hostile or
+/// broken answer (`1e20`, `-1`, `NaN`) is none, not a panic. How long it
+/// is honoured is the retry policy's to cap.
+fn retry_after_of(seconds: &str) -> Option<Duration> {
+    let seconds: f64 = seconds.trim().parse().ok()?;
+    Duration::try_from_secs_f64(seconds).ok()
+}
+
 /// An SDK error as an [`InvokeError`].
 fn sdk_error(function: &str, error: &SdkError<SdkInvokeError, HttpResponse>) -> InvokeError {
     let function = function.to_owned();
@@ -246,11 +254,7 @@ fn sdk_error(function: &str, error: &SdkError<SdkInvokeError, HttpResponse>) -> 
                         || "TooManyRequestsException".to_owned(),
                         |r| r.as_str().to_owned(),
                     ),
-                    retry_after: throttled
-                        .retry_after_seconds()
-                        .and_then(|s| s.trim().parse::<f64>().ok())
-                        .filter(|s| s.is_finite() && *s >= 0.0)
-                        .map(Duration::from_secs_f64),
+                    retry_after: throttled.retry_after_seconds().and_then(retry_after_of),
                 },
                 SdkInvokeError::RequestTooLargeException(too_large) => InvokeError::TooLarge {
                     function,
@@ -307,6 +311,18 @@ mod tests {
         assert!(!too_big.is_retryable());
         let garbage = function_error("age", b"not json");
         assert!(garbage.to_string().contains("not json"), "{garbage}");
+    }
+
+    #[test]
+    fn a_hostile_retry_after_is_no_duration_rather_than_a_panic() {
+        assert_eq!(retry_after_of(" 2.5 "), Some(Duration::from_millis(2500)));
+        assert_eq!(
+            retry_after_of("4294967295"),
+            Some(Duration::from_secs(4_294_967_295))
+        );
+        for hostile in ["1e20", "-1", "NaN", "inf", "-inf", "soon", ""] {
+            assert_eq!(retry_after_of(hostile), None, "{hostile}");
+        }
     }
 
     #[test]

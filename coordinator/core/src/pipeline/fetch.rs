@@ -13,6 +13,7 @@ use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 
 use crate::config::{FetchConfig, RetryConfig};
+use crate::pipeline::budget::{MemoryBudget, Reservation};
 use crate::pipeline::ssrf::{Guard, Refused, refusal_in};
 use crate::retry::{Retryable, retrying};
 
@@ -21,14 +22,21 @@ const SNIFF_BYTES: usize = 16;
 /// The most a download's buffer reserves from its `Content-Length` before
 /// any byte arrives; bigger bodies grow it as they come.
 const PREALLOCATE_MAX_BYTES: usize = 1024 * 1024;
+/// The memory a body byte holds until its job has its faces: the body,
+/// then its base64 text, then the request that carries it.
+pub const HELD_PER_BODY_BYTE: usize = 4;
+/// A body of unknown length is reserved for in steps of this many bytes.
+const RESERVE_STEP_BYTES: usize = 1024 * 1024;
 
 /// A downloaded image.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Fetched {
     pub bytes: Vec<u8>,
     pub format: ImageFormat,
     /// Attempts made, the successful one included.
     pub attempts: usize,
+    /// The memory the image holds, from the budget, until dropped.
+    pub reservation: Reservation,
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
@@ -139,9 +147,10 @@ impl Fetcher {
         })
     }
 
-    /// The image at `url`, retried while the failure is transient.
-    #[tracing::instrument(skip(self), fields(attempts))]
-    pub async fn fetch(&self, url: &str) -> Result<Fetched, FetchError> {
+    /// The image at `url`, retried while the failure is transient; its
+    /// bytes are reserved from `budget` as they arrive.
+    #[tracing::instrument(skip(self, budget), fields(attempts))]
+    pub async fn fetch(&self, url: &str, budget: &MemoryBudget) -> Result<Fetched, FetchError> {
         let parsed = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -156,20 +165,25 @@ impl Fetcher {
             None,
             || {
                 attempts += 1;
-                self.once(&parsed)
+                self.once(&parsed, budget)
             },
             |error, wait| tracing::info!(%error, ?wait, "Retrying download."),
         )
         .await;
         tracing::Span::current().record("attempts", attempts);
-        fetched.map(|(bytes, format)| Fetched {
+        fetched.map(|(bytes, format, reservation)| Fetched {
             bytes,
             format,
             attempts,
+            reservation,
         })
     }
 
-    async fn once(&self, url: &reqwest::Url) -> Result<(Vec<u8>, ImageFormat), FetchError> {
+    async fn once(
+        &self,
+        url: &reqwest::Url,
+        budget: &MemoryBudget,
+    ) -> Result<(Vec<u8>, ImageFormat, Reservation), FetchError> {
         let mut response = self
             .client
             .get(url.clone())
@@ -196,15 +210,18 @@ impl Fetcher {
         {
             return Err(too_large());
         }
+        let announced = response
+            .content_length()
+            .and_then(|length| usize::try_from(length).ok());
+        // The announced length is reserved at once; without one, or past
+        // it, the body is reserved for step by step as it comes.
+        let mut reservation = budget
+            .reserve(announced.unwrap_or(0) * HELD_PER_BODY_BYTE)
+            .await;
+        let mut reserved_body = announced.unwrap_or(0);
         // Sized once from the header, up to a bound: a server may announce
         // more than it sends.
-        let mut body = Vec::with_capacity(
-            response
-                .content_length()
-                .and_then(|length| usize::try_from(length).ok())
-                .unwrap_or(0)
-                .min(PREALLOCATE_MAX_BYTES),
-        );
+        let mut body = Vec::with_capacity(announced.unwrap_or(0).min(PREALLOCATE_MAX_BYTES));
         let mut format = None;
         while let Some(chunk) = response
             .chunk()
@@ -216,6 +233,11 @@ impl Fetcher {
                 return Err(too_large());
             }
             body.extend_from_slice(&chunk);
+            if body.len() > reserved_body {
+                let step = (body.len() - reserved_body).max(RESERVE_STEP_BYTES);
+                reservation.merge(budget.reserve(step * HELD_PER_BODY_BYTE).await);
+                reserved_body += step;
+            }
             if format.is_none() && body.len() >= SNIFF_BYTES {
                 format = Some(sniff(url, &body)?);
             }
@@ -224,7 +246,7 @@ impl Fetcher {
             Some(format) => format,
             None => sniff(url, &body)?,
         };
-        Ok((body, format))
+        Ok((body, format, reservation))
     }
 
     fn request_error(&self, url: &reqwest::Url, error: &reqwest::Error) -> FetchError {

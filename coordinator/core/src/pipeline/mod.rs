@@ -9,6 +9,7 @@
 pub mod aggregate;
 pub mod batcher;
 pub mod billing;
+pub mod budget;
 pub mod crop;
 pub mod fanout;
 pub mod fetch;
@@ -16,6 +17,7 @@ pub mod prepare;
 pub mod ssrf;
 
 use std::collections::BTreeMap;
+use std::future::Future;
 use std::time::Instant;
 
 use aws_sdk_lambda::Client;
@@ -31,10 +33,11 @@ use crate::lambda::caller::{CallStats, Caller};
 use crate::lambda::invoke::InvokeError;
 use crate::metrics;
 use crate::pipeline::billing::Meter;
+use crate::pipeline::budget::{MemoryBudget, Reservation};
 use crate::pipeline::crop::FaceCrop;
 use crate::pipeline::fanout::{Model, classify_all};
-use crate::pipeline::fetch::Fetcher;
-use crate::pipeline::prepare::{PrepareError, Prepared, prepare};
+use crate::pipeline::fetch::{Fetcher, HELD_PER_BODY_BYTE};
+use crate::pipeline::prepare::{PrepareError, Prepared, decode_bytes, prepare};
 use crate::retry::Retryable as _;
 
 /// Counters of every function, by configured name (`face_crop`, then the
@@ -52,6 +55,7 @@ pub struct Pipeline {
     face_crop: FaceCrop,
     models: Vec<Model>,
     jobs: Semaphore,
+    budget: MemoryBudget,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -78,12 +82,27 @@ impl Pipeline {
                 .map(|(name, model)| Model::new(name.clone(), caller(model), model))
                 .collect(),
             jobs: Semaphore::new(config.pipeline.max_jobs_in_flight),
+            budget: MemoryBudget::new(config.pipeline.memory_budget),
             config,
         })
     }
 
     pub fn config(&self) -> &Config {
         &self.config
+    }
+
+    /// The first function that cannot be called now (its breaker open, no
+    /// fallback), and when it may be tried again; `None` when every
+    /// function can be called. The worker stops taking jobs meanwhile,
+    /// rather than failing them on a function that is down.
+    pub fn unavailable(&self) -> Option<(String, tokio::time::Instant)> {
+        std::iter::once(&self.face_crop.caller)
+            .chain(self.models.iter().map(|model| &model.caller))
+            .find_map(|caller| {
+                caller
+                    .unavailable_until()
+                    .map(|until| (caller.function().to_owned(), until))
+            })
     }
 
     pub fn stats(&self) -> PipelineStats {
@@ -95,55 +114,106 @@ impl Pipeline {
         PipelineStats { functions }
     }
 
-    /// The document for `job`: its image downloaded, then [`Self::run`].
+    /// The document for `job`: its image downloaded, then the stages.
     #[tracing::instrument(skip_all, fields(job_id = %job.job_id))]
     pub async fn process(&self, job: &Job) -> PredictionDoc {
         let _slot = self.jobs.acquire().await.expect("never closed");
         let started = Instant::now();
-        let mut timings = Timings::default();
-        let fetched = self.fetcher.fetch(&job.image_url).await;
-        timings.record("fetch", ms_since(started));
-        let doc = match fetched {
-            Ok(fetched) => self.run(job, fetched.bytes, timings).await,
-            Err(error) => {
-                let failure = Failure::new(error.class(), error.to_string(), error.is_retryable());
-                aggregate::failed(job, failure, timings)
+        let meter = Meter::default();
+        let work = async {
+            let mut timings = Timings::default();
+            let fetched = self.fetcher.fetch(&job.image_url, &self.budget).await;
+            timings.record("fetch", ms_since(started));
+            match fetched {
+                Ok(fetched) => {
+                    let (image, held) = (fetched.bytes, fetched.reservation);
+                    self.run(job, image, held, timings, &meter).await
+                }
+                Err(error) => {
+                    let failure =
+                        Failure::new(error.class(), error.to_string(), error.is_retryable());
+                    aggregate::failed(job, failure, timings)
+                }
             }
         };
-        with_total(doc, started)
+        let doc = self.within_deadline(job, work).await;
+        self.finished(doc, &meter, started)
     }
 
     /// The document for `job` whose image bytes are already here (a file
-    /// given to `lambdex predict`).
+    /// given to `lambdex predict`, an upload to the admin trigger).
     pub async fn process_bytes(&self, job: &Job, image: Vec<u8>) -> PredictionDoc {
         let _slot = self.jobs.acquire().await.expect("never closed");
         let started = Instant::now();
-        let doc = self.run(job, image, Timings::default()).await;
+        let meter = Meter::default();
+        let work = async {
+            let held = self.budget.reserve(image.len() * HELD_PER_BODY_BYTE).await;
+            self.run(job, image, held, Timings::default(), &meter).await
+        };
+        let doc = self.within_deadline(job, work).await;
+        self.finished(doc, &meter, started)
+    }
+
+    /// `work`'s document, or a failed one (retryable) once
+    /// `pipeline.job_timeout` is up: dropping `work` lets go of its slot,
+    /// its memory, its place in a batch.
+    async fn within_deadline(
+        &self,
+        job: &Job,
+        work: impl Future<Output = PredictionDoc>,
+    ) -> PredictionDoc {
+        let timeout = self.config.pipeline.job_timeout;
+        tokio::time::timeout(timeout, work)
+            .await
+            .unwrap_or_else(|_| {
+                let reason = format!("the job took longer than pipeline.job_timeout ({timeout:?})");
+                aggregate::failed(
+                    job,
+                    Failure::new(FailureClass::JobTimeout, reason, true),
+                    Timings::default(),
+                )
+            })
+    }
+
+    /// The document with its bill (every call's `REPORT` line, the failed
+    /// ones included) and its total time.
+    fn finished(&self, mut doc: PredictionDoc, meter: &Meter, started: Instant) -> PredictionDoc {
+        doc.billing = meter.billing(&self.config.cost);
         with_total(doc, started)
     }
 
-    async fn run(&self, job: &Job, image: Vec<u8>, mut timings: Timings) -> PredictionDoc {
-        let meter = Meter::default();
-        let doc = self.stages(job, image, &mut timings, &meter).await;
-        let mut doc = doc.unwrap_or_else(|failure| aggregate::failed(job, failure, timings));
-        doc.billing = meter.billing(&self.config.cost);
-        doc
+    async fn run(
+        &self,
+        job: &Job,
+        image: Vec<u8>,
+        held: Reservation,
+        mut timings: Timings,
+        meter: &Meter,
+    ) -> PredictionDoc {
+        let doc = self.stages(job, image, held, &mut timings, meter).await;
+        doc.unwrap_or_else(|failure| aggregate::failed(job, failure, timings))
     }
 
-    /// The stages after the download.
+    /// The stages after the download; `held` is the image's memory, given
+    /// back once face-crop has answered.
     async fn stages(
         &self,
         job: &Job,
         image: Vec<u8>,
+        held: Reservation,
         timings: &mut Timings,
         meter: &Meter,
     ) -> Result<PredictionDoc, Failure> {
         let started = Instant::now();
         let image_config = self.config.image.clone();
-        let prepared = if image.len() <= image_config.max_request_bytes {
+        let invalid = |error: PrepareError| Failure::new(error.class(), error.to_string(), false);
+        let decoded = decode_bytes(&image, &image_config).map_err(invalid)?;
+        let prepared = if decoded == 0 {
             // Only the header is read: cheap enough for this thread.
             prepare(image, &image_config)
         } else {
+            // Decoding holds its pixels until the image is scaled.
+            let _decoding = self.budget.reserve(decoded).await;
             tokio::task::spawn_blocking(move || prepare(image, &image_config))
                 .await
                 .map_err(|error| Failure::new(FailureClass::Internal, error.to_string(), true))?
@@ -152,12 +222,12 @@ impl Pipeline {
             bytes,
             scale,
             original,
-        } = prepared
-            .map_err(|error: PrepareError| Failure::new(error.class(), error.to_string(), false))?;
+        } = prepared.map_err(invalid)?;
         timings.record("prepare", ms_since(started));
 
         let started = Instant::now();
         let crop = self.face_crop.crop(Base64Text::encode(&bytes), meter).await;
+        drop((bytes, held));
         timings.record("crop", ms_since(started));
         let crop = crop.map_err(failure_of)?;
         let cropped = Cropped {

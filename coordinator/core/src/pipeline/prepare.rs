@@ -51,6 +51,27 @@ impl PrepareError {
     }
 }
 
+/// The memory a decoded pixel holds while an image is scaled: the decoder's
+/// RGBA, the upright RGB, the scaled copy, the JPEG encoder's buffers.
+pub const DECODED_BYTES_PER_PIXEL: usize = 12;
+
+/// Checks `bytes`' header (format, pixel cap) and says how much memory
+/// [`prepare`] will hold for them: none when they go as they are, their
+/// decoded pixels when they must be scaled to fit.
+pub fn decode_bytes(bytes: &[u8], config: &ImageConfig) -> Result<usize, PrepareError> {
+    let limits = DecodeLimits {
+        max_pixels: config.max_pixels,
+    };
+    let (_, width, height) = inspect(bytes, limits)?;
+    if bytes.len() <= config.max_request_bytes {
+        return Ok(0);
+    }
+    let pixels = u64::from(width) * u64::from(height);
+    Ok(usize::try_from(pixels)
+        .unwrap_or(usize::MAX)
+        .saturating_mul(DECODED_BYTES_PER_PIXEL))
+}
+
 /// Checks `bytes` and makes them fit. CPU-bound when the image must be
 /// scaled: call it off the async threads.
 pub fn prepare(bytes: Vec<u8>, config: &ImageConfig) -> Result<Prepared, PrepareError> {

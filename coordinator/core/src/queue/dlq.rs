@@ -21,7 +21,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use lambdex_proto::{FailureClass, Job};
+use lambdex_proto::{FailureClass, Job, JobLimits};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicGetOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -33,7 +33,8 @@ use crate::config::QueueConfig;
 use crate::queue::amqp::{self, AmqpError};
 use crate::queue::headers::{
     ATTEMPTS_HEADER, ERROR_HEADER, FIRST_FAILURE_HEADER, HISTORY_HEADER, LAST_FAILURE_HEADER,
-    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, REASON_HEADER,
+    ORIGINAL_EXCHANGE_HEADER, ORIGINAL_ROUTING_KEY_HEADER, OUTAGE_SINCE_HEADER, OUTAGES_HEADER,
+    REASON_HEADER, RETRY_QUEUE_HEADER,
 };
 use crate::queue::topology::{BATCH_KEY, PRIORITY_KEY, Topology};
 
@@ -46,7 +47,10 @@ pub const REPLAYS_HEADER: &str = "x-lambdex-replays";
 
 /// The failure headers a replay clears: the job starts again with no
 /// attempts.
-const FAILURE_HEADERS: [&str; 8] = [
+const FAILURE_HEADERS: [&str; 11] = [
+    OUTAGES_HEADER,
+    OUTAGE_SINCE_HEADER,
+    RETRY_QUEUE_HEADER,
     ATTEMPTS_HEADER,
     REASON_HEADER,
     ERROR_HEADER,
@@ -389,6 +393,25 @@ fn replayed(delivery: &Delivery, letter: &DeadLetter) -> (&'static str, FieldTab
     (routing_key, headers)
 }
 
+/// A message's id in the dead-letter tools: its job id, or for a message
+/// that is not a job, `msg-` and the start of its SHA-256.
+pub fn letter_id(body: &[u8]) -> String {
+    match Job::from_slice_within(
+        body,
+        &JobLimits {
+            max_message_bytes: usize::MAX,
+            ..JobLimits::default()
+        },
+    ) {
+        Ok(job) => job.job_id,
+        Err(_) => {
+            let digest = Sha256::digest(body);
+            let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
+            format!("msg-{hex}")
+        }
+    }
+}
+
 impl DeadLetter {
     fn of(delivery: &Delivery) -> Self {
         let headers = delivery.properties.headers().as_ref();
@@ -402,14 +425,7 @@ impl DeadLetter {
         let payload = serde_json::from_slice(&delivery.data).unwrap_or_else(|_| {
             serde_json::Value::String(String::from_utf8_lossy(&delivery.data).into_owned())
         });
-        let id = match &job {
-            Some(job) => job.job_id.clone(),
-            None => {
-                let digest = Sha256::digest(&delivery.data);
-                let hex: String = digest[..8].iter().map(|b| format!("{b:02x}")).collect();
-                format!("msg-{hex}")
-            }
-        };
+        let id = letter_id(&delivery.data);
         Self {
             id,
             job_id: job.map(|job| job.job_id),

@@ -7,10 +7,18 @@
 //! ```text
 //! producers ──► exchange P.jobs ──"batch"───► queue P.jobs ─────────┐
 //!                               ──"priority"► queue P.jobs.priority ┤ workers
-//!   ┌──────── TTL expires: dead-lettered to P.jobs/"batch" ◄────────┤ (retryable failure:
-//!   └── queue P.retry.1 (10 s), P.retry.2 (60 s), P.retry.3 (6 min) ◄┘  trip n → P.retry.n)
-//!                                          queue P.dead ◄──── invalid, failed for good
+//!   ┌── TTL expires: dead-lettered to P.jobs, on the job's own lane ◄┤ (retryable failure:
+//!   └── queue P.retry.1 (10 s), P.retry.2 (60 s), P.retry.3 (6 min) ◄┘  trip n → exchange
+//!                                                                       P.retry, which routes
+//!                                          queue P.dead ◄──── invalid,  on the header naming
+//!                                                             failed    P.retry.n)
 //! ```
+//!
+//! A requeued job is published to the headers exchange `P.retry` with its
+//! lane (`batch` or `priority`) as its routing key and the retry queue it
+//! is for in a header; the retry queues have no dead-letter routing key, so
+//! when a job's TTL expires it goes back to `P.jobs` with the routing key
+//! it was published with: ad-hoc jobs come back on the priority lane.
 
 use std::time::Duration;
 
@@ -23,6 +31,7 @@ use lapin::{Channel, ExchangeKind};
 use serde_json::{Value, json};
 
 use crate::config::QueueConfig;
+use crate::queue::headers::RETRY_QUEUE_HEADER;
 
 /// The routing key of batch jobs.
 pub const BATCH_KEY: &str = "batch";
@@ -35,6 +44,8 @@ pub const PRIORITY_KEY: &str = "priority";
 pub struct Topology {
     /// The direct exchange producers publish jobs to.
     pub jobs_exchange: String,
+    /// The headers exchange requeued jobs are published to.
+    pub retry_exchange: String,
     pub jobs_queue: String,
     pub priority_queue: String,
     /// Retry queues in trip order, with their delay.
@@ -54,6 +65,7 @@ impl Topology {
         let prefix = &config.prefix;
         Self {
             jobs_exchange: format!("{prefix}.jobs"),
+            retry_exchange: format!("{prefix}.retry"),
             jobs_queue: format!("{prefix}.jobs"),
             priority_queue: format!("{prefix}.jobs.priority"),
             retry_queues: config
@@ -106,8 +118,9 @@ impl Topology {
                     "x-message-ttl",
                     json!(u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)),
                 ),
+                // No routing key: an expired job keeps the lane it was
+                // published with.
                 ("x-dead-letter-exchange", json!(self.jobs_exchange)),
-                ("x-dead-letter-routing-key", json!(BATCH_KEY)),
             ];
             if self.quorum {
                 // Quorum queues dead-letter at most once unless told
@@ -131,6 +144,23 @@ impl Topology {
         ]
     }
 
+    /// Each retry queue's binding to the retry exchange: the header that
+    /// names it.
+    fn retry_bindings(&self) -> Vec<(&str, Vec<(&'static str, Value)>)> {
+        self.retry_queues
+            .iter()
+            .map(|(queue, _)| {
+                (
+                    queue.as_str(),
+                    vec![
+                        ("x-match", json!("all")),
+                        (RETRY_QUEUE_HEADER, json!(queue)),
+                    ],
+                )
+            })
+            .collect()
+    }
+
     /// Declares everything on `channel`; declaring what exists with the
     /// same settings changes nothing.
     pub async fn declare(&self, channel: &Channel) -> Result<(), lapin::Error> {
@@ -138,6 +168,17 @@ impl Topology {
             .exchange_declare(
                 &self.jobs_exchange,
                 ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..ExchangeDeclareOptions::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        channel
+            .exchange_declare(
+                &self.retry_exchange,
+                ExchangeKind::Headers,
                 ExchangeDeclareOptions {
                     durable: true,
                     ..ExchangeDeclareOptions::default()
@@ -168,6 +209,17 @@ impl Topology {
                 )
                 .await?;
         }
+        for (queue, arguments) in self.retry_bindings() {
+            channel
+                .queue_bind(
+                    queue,
+                    &self.retry_exchange,
+                    "",
+                    QueueBindOptions::default(),
+                    field_table(&arguments),
+                )
+                .await?;
+        }
         Ok(())
     }
 
@@ -180,6 +232,9 @@ impl Topology {
                 .await?;
         }
         channel
+            .exchange_delete(&self.retry_exchange, ExchangeDeleteOptions::default())
+            .await?;
+        channel
             .exchange_delete(&self.jobs_exchange, ExchangeDeleteOptions::default())
             .await
     }
@@ -188,19 +243,34 @@ impl Topology {
     /// import_definitions`, or the management plugin's `load_definitions`).
     pub fn definitions(&self) -> Value {
         let vhost = "/";
+        let mut bindings: Vec<Value> = self
+            .bindings()
+            .iter()
+            .map(|(queue, key)| {
+                json!({
+                    "source": self.jobs_exchange, "vhost": vhost, "destination": queue,
+                    "destination_type": "queue", "routing_key": key, "arguments": {}
+                })
+            })
+            .collect();
+        bindings.extend(self.retry_bindings().iter().map(|(queue, arguments)| json!({
+            "source": self.retry_exchange, "vhost": vhost, "destination": queue,
+            "destination_type": "queue", "routing_key": "",
+            "arguments": arguments.iter().map(|(key, value)| ((*key).to_owned(), value.clone())).collect::<serde_json::Map<_, _>>(),
+        })));
         json!({
             "exchanges": [{
                 "name": self.jobs_exchange, "vhost": vhost, "type": "direct",
+                "durable": true, "auto_delete": false, "internal": false, "arguments": {}
+            }, {
+                "name": self.retry_exchange, "vhost": vhost, "type": "headers",
                 "durable": true, "auto_delete": false, "internal": false, "arguments": {}
             }],
             "queues": self.queues().iter().map(|queue| json!({
                 "name": queue.name, "vhost": vhost, "durable": true, "auto_delete": false,
                 "arguments": queue.arguments.iter().map(|(key, value)| ((*key).to_owned(), value.clone())).collect::<serde_json::Map<_, _>>(),
             })).collect::<Vec<_>>(),
-            "bindings": self.bindings().iter().map(|(queue, key)| json!({
-                "source": self.jobs_exchange, "vhost": vhost, "destination": queue,
-                "destination_type": "queue", "routing_key": key, "arguments": {}
-            })).collect::<Vec<_>>(),
+            "bindings": bindings,
         })
     }
 }
@@ -249,6 +319,16 @@ mod tests {
         assert_eq!(retry["name"], "lambdex.retry.1");
         assert_eq!(retry["arguments"]["x-message-ttl"], 10_000);
         assert_eq!(retry["arguments"]["x-dead-letter-exchange"], "lambdex.jobs");
+        // The lane a job expires back to is the one it was requeued on.
+        assert!(
+            retry["arguments"]
+                .get("x-dead-letter-routing-key")
+                .is_none()
+        );
+        let binding = &definitions["bindings"][2];
+        assert_eq!(binding["source"], "lambdex.retry");
+        assert_eq!(binding["destination"], "lambdex.retry.1");
+        assert_eq!(binding["arguments"][RETRY_QUEUE_HEADER], "lambdex.retry.1");
         assert_eq!(Topology::routing_key(0), BATCH_KEY);
         assert_eq!(Topology::routing_key(3), PRIORITY_KEY);
     }

@@ -1,44 +1,65 @@
 //! `lambdex worker`: jobs from RabbitMQ through the pipeline into
 //! Elasticsearch, at least once.
 //!
-//! Every delivery ends in exactly one of three ways, and is acknowledged
+//! Every delivery ends in exactly one of four ways, and is acknowledged
 //! only after that end is confirmed:
 //! - **stored**: the document is in Elasticsearch (the sink answered);
 //! - **requeued**: the job failed in a way that may pass (a throttled or
 //!   crashing function, a flaky download) and has trips left: it is
-//!   published, confirmed, to the next retry queue, whose TTL sends it back;
-//! - **dead-lettered**: an invalid message, a job that failed for good, or
-//!   one out of trips: published, confirmed, to the dead-letter queue with
-//!   headers saying why.
+//!   published, confirmed, to the next retry queue, whose TTL sends it back
+//!   on its own lane;
+//! - **dead-lettered**: an invalid message, a job that failed for good, one
+//!   out of trips or delivered too often: published, confirmed, to the
+//!   dead-letter queue with headers saying why;
+//! - **released**: the worker cannot settle it now (the sink is down, the
+//!   job was cut short): nacked, so the broker hands it out again at once.
+//!
+//! A failure that is not the job's — a function whose breaker is open,
+//! throttling that outlasts the retries, an index refusing the worker's
+//! credentials — is an outage: the job is requeued without spending a trip
+//! (for up to `queue.outage_patience`), and the worker stops taking jobs
+//! until the outage may be over, then lets one job through as a probe.
 //!
 //! Anything else — the connection lost, the worker killed, shut down past
 //! its deadline — leaves the delivery unacknowledged and the broker hands
 //! it out again; the document id being the job id, a second run replaces
-//! the first's document instead of adding one.
+//! the first's document instead of adding one. The jobs of a lost
+//! connection are cancelled: their deliveries are already on their way to
+//! another consumer.
 //!
-//! Connection or channel loss: reconnect with backoff, redeclare, re-apply
-//! the prefetch, consume again. Several workers are competing consumers on
-//! the same queues.
+//! Connection, channel or consumer loss: reconnect with backoff,
+//! redeclare, re-apply the prefetch, consume again. Several workers are
+//! competing consumers on the same queues.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures::StreamExt as _;
+use chrono::Utc;
+use futures::{FutureExt as _, Stream, StreamExt as _};
 use lambdex_proto::{Failure, FailureClass, Job, PredictionDoc, Status};
+use lapin::acker::Acker;
 use lapin::message::Delivery;
-use lapin::options::{BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicQosOptions};
+use lapin::options::{
+    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
+};
 use lapin::types::FieldTable;
 use lapin::{Channel, Connection};
 use serde::Serialize;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
+use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::metrics;
 use crate::pipeline::Pipeline;
 use crate::queue::amqp::{self, AmqpError};
-use crate::queue::headers::{ATTEMPTS_HEADER, failure_headers};
+use crate::queue::headers::{
+    RETRY_QUEUE_HEADER, attempts_of, count_outage, delivery_count, failure_headers,
+};
 use crate::queue::topology::Topology;
 use crate::sink::{Sink, SinkError};
 
@@ -52,8 +73,12 @@ pub struct WorkerStats {
     pub stored: AtomicU64,
     pub requeued: AtomicU64,
     pub dead_lettered: AtomicU64,
-    /// Deliveries left unacknowledged for the broker to hand out again.
+    /// Deliveries given back for the broker to hand out again.
     pub released: AtomicU64,
+    /// Requeues for outages (no trip spent).
+    pub outages: AtomicU64,
+    /// Jobs whose task panicked (their deliveries given back).
+    pub panicked: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, Serialize)]
@@ -63,6 +88,8 @@ pub struct WorkerCounts {
     pub requeued: u64,
     pub dead_lettered: u64,
     pub released: u64,
+    pub outages: u64,
+    pub panicked: u64,
 }
 
 impl WorkerStats {
@@ -74,7 +101,34 @@ impl WorkerStats {
             requeued: get(&self.requeued),
             dead_lettered: get(&self.dead_lettered),
             released: get(&self.released),
+            outages: get(&self.outages),
+            panicked: get(&self.panicked),
         }
+    }
+}
+
+/// Whether the worker is taking jobs, for `/readyz`.
+#[derive(Debug, Default)]
+pub struct WorkerHealth {
+    connected: AtomicBool,
+    paused: Mutex<Option<String>>,
+}
+
+impl WorkerHealth {
+    /// Ready, or why not: not connected to RabbitMQ, or paused for an
+    /// outage.
+    pub fn readiness(&self) -> Result<(), String> {
+        if !self.connected.load(Ordering::Relaxed) {
+            return Err("not connected to RabbitMQ".to_owned());
+        }
+        match &*self.paused.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some(reason) => Err(format!("paused: {reason}")),
+            None => Ok(()),
+        }
+    }
+
+    fn set_paused(&self, reason: Option<String>) {
+        *self.paused.lock().unwrap_or_else(|e| e.into_inner()) = reason;
     }
 }
 
@@ -89,6 +143,7 @@ pub enum WorkerError {
 /// What one job's delivery needs, shared by all of them.
 #[derive(Debug)]
 struct Shared {
+    config: Config,
     pipeline: Arc<Pipeline>,
     sink: Sink,
     topology: Topology,
@@ -104,12 +159,21 @@ struct Session {
     consumer: Channel,
     /// The lanes' consumer tags, to cancel them at shutdown.
     consumer_tags: Vec<String>,
+    /// Cancelled when the session is lost: its jobs stop.
+    lost: CancellationToken,
+}
+
+/// What the consumer stream yields: a delivery, or a lane that ended.
+enum Incoming {
+    Delivery(Box<Delivery>),
+    Failed(lapin::Error),
+    LaneEnded(&'static str),
 }
 
 #[derive(Debug)]
 pub struct Worker {
-    config: Config,
     shared: Arc<Shared>,
+    health: Arc<WorkerHealth>,
 }
 
 impl Worker {
@@ -119,28 +183,67 @@ impl Worker {
             sink,
             topology: Topology::new(&config.queue),
             stats: Arc::default(),
+            config,
         });
-        Self { config, shared }
+        Self {
+            shared,
+            health: Arc::default(),
+        }
     }
 
     pub fn stats(&self) -> Arc<WorkerStats> {
         Arc::clone(&self.shared.stats)
     }
 
+    /// Whether it is taking jobs (for `/readyz`).
+    pub fn health(&self) -> Arc<WorkerHealth> {
+        Arc::clone(&self.health)
+    }
+
+    fn queue(&self) -> &crate::config::QueueConfig {
+        &self.shared.config.queue
+    }
+
+    /// Why the worker should not take jobs now, and when to look again or
+    /// let one through as a probe.
+    fn outage(&self) -> Option<(String, Instant)> {
+        if let Some((function, until)) = self.shared.pipeline.unavailable() {
+            return Some((
+                format!("the function {function} is unavailable (its circuit breaker is open)"),
+                until,
+            ));
+        }
+        self.shared.sink.blocked().map(|(reason, since)| {
+            (
+                format!("Elasticsearch refuses the worker: {reason}"),
+                since + self.queue().outage_check_interval,
+            )
+        })
+    }
+
     /// Consumes until `shutdown` is cancelled, then lets in-flight jobs
     /// finish within `queue.shutdown_deadline` and closes.
     pub async fn run(self, shutdown: CancellationToken) -> Result<(), WorkerError> {
         let mut jobs = JoinSet::new();
-        let mut reconnects = self.config.queue.reconnect_delays();
+        // Every job in flight, of this session and of lost ones, holds a
+        // permit: at most both lanes' prefetch at once.
+        let in_flight = Arc::new(Semaphore::new(2 * usize::from(self.queue().prefetch)));
+        let mut reconnects = self.queue().reconnect_delays();
         let mut progress = tokio::time::interval(PROGRESS_EVERY);
-        let mut last_session = None;
+        let mut last_session: Option<Session> = None;
+        let mut paused = false;
         'connect: while !shutdown.is_cancelled() {
+            if let Some(lost) = last_session.take() {
+                lost.lost.cancel();
+                let _ = lost.connection.close(200, "reconnecting").await;
+            }
+            self.health.connected.store(false, Ordering::Relaxed);
             let mut session = match self.open().await {
                 Ok(session) => session,
                 Err(error) => {
                     let delay = reconnects
                         .next()
-                        .unwrap_or(self.config.queue.reconnect_max_delay);
+                        .unwrap_or(self.queue().reconnect_max_delay);
                     tracing::warn!(%error, ?delay, "cannot reach RabbitMQ; retrying");
                     tokio::select! {
                         () = shutdown.cancelled() => break 'connect,
@@ -148,35 +251,89 @@ impl Worker {
                     }
                 }
             };
-            reconnects = self.config.queue.reconnect_delays();
+            reconnects = self.queue().reconnect_delays();
             let mut deliveries = match self.consume(&mut session).await {
                 Ok(deliveries) => deliveries,
                 Err(error) => {
                     tracing::warn!(%error, "cannot consume; reconnecting");
+                    last_session = Some(session);
                     continue 'connect;
                 }
             };
+            self.health.connected.store(true, Ordering::Relaxed);
             tracing::info!(queues = ?self.shared.topology.consumed_queues(), "consuming");
             let publisher = session.publisher.clone();
+            let lost = session.lost.clone();
             last_session = Some(session);
+            let mut permit: Option<OwnedSemaphorePermit> = None;
             loop {
+                // While an outage lasts, no job is taken but one probe, once
+                // nothing else is in flight and the outage may be over.
+                let outage = self.outage();
+                let probe_due = match &outage {
+                    None => true,
+                    Some((_, at)) => jobs.is_empty() && Instant::now() >= *at,
+                };
+                match (&outage, paused) {
+                    (Some((reason, _)), false) => {
+                        tracing::warn!(%reason, "pausing: no new jobs until the outage is over");
+                        metrics::worker_paused(true);
+                        self.health.set_paused(Some(reason.clone()));
+                        paused = true;
+                    }
+                    (None, true) => {
+                        tracing::info!("resuming: the outage is over");
+                        metrics::worker_paused(false);
+                        self.health.set_paused(None);
+                        paused = false;
+                    }
+                    _ => {}
+                }
+                let wake = outage.as_ref().map_or_else(
+                    || Instant::now() + PROGRESS_EVERY,
+                    |(_, at)| (*at).min(Instant::now() + self.queue().outage_check_interval),
+                );
+                let take = probe_due && permit.is_some();
                 tokio::select! {
                     () = shutdown.cancelled() => break 'connect,
-                    Some(_) = jobs.join_next(), if !jobs.is_empty() => {}
-                    _ = progress.tick() => {
-                        tracing::info!(counts = ?self.shared.stats.counts(), in_flight = jobs.len(), "progress");
-                    }
-                    delivery = deliveries.next() => match delivery {
-                        Some(Ok(delivery)) => {
-                            self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
-                            jobs.spawn(handle(Arc::clone(&self.shared), publisher.clone(), delivery));
+                    Some(joined) = jobs.join_next(), if !jobs.is_empty() => {
+                        if let Err(error) = joined
+                            && error.is_panic()
+                        {
+                            // Caught in the task; a panic here is a bug of
+                            // the catching itself.
+                            tracing::error!(%error, "a job's task panicked");
                         }
-                        Some(Err(error)) => {
+                    }
+                    _ = progress.tick() => {
+                        tracing::info!(counts = ?self.shared.stats.counts(), in_flight = jobs.len(), paused, "progress");
+                    }
+                    () = tokio::time::sleep_until(wake), if outage.is_some() => {}
+                    acquired = Arc::clone(&in_flight).acquire_owned(), if permit.is_none() => {
+                        permit = Some(acquired.expect("the in-flight semaphore is never closed"));
+                    }
+                    incoming = deliveries.next(), if take => match incoming {
+                        Some(Incoming::Delivery(delivery)) => {
+                            self.shared.stats.received.fetch_add(1, Ordering::Relaxed);
+                            let held = permit.take().expect("taken only with a permit");
+                            jobs.spawn(guarded(
+                                Arc::clone(&self.shared),
+                                publisher.clone(),
+                                *delivery,
+                                lost.clone(),
+                                held,
+                            ));
+                        }
+                        Some(Incoming::Failed(error)) => {
                             tracing::warn!(%error, "lost the connection to RabbitMQ; reconnecting");
                             continue 'connect;
                         }
+                        Some(Incoming::LaneEnded(queue)) => {
+                            tracing::warn!(queue, "the broker cancelled a consumer; reconnecting");
+                            continue 'connect;
+                        }
                         None => {
-                            tracing::warn!("the consumer was cancelled; reconnecting");
+                            tracing::warn!("the consumers ended; reconnecting");
                             continue 'connect;
                         }
                     },
@@ -186,6 +343,7 @@ impl Worker {
         // Stop taking deliveries; what is prefetched but not started goes
         // back to the queue when the connection closes.
         tracing::info!(in_flight = jobs.len(), "shutting down");
+        self.health.connected.store(false, Ordering::Relaxed);
         if let Some(session) = &last_session {
             for tag in &session.consumer_tags {
                 let cancelled = session
@@ -197,7 +355,7 @@ impl Worker {
                 }
             }
         }
-        let drained = tokio::time::timeout(self.config.queue.shutdown_deadline, async {
+        let drained = tokio::time::timeout(self.queue().shutdown_deadline, async {
             while jobs.join_next().await.is_some() {}
         })
         .await;
@@ -226,29 +384,31 @@ impl Worker {
 
     async fn open(&self) -> Result<Session, AmqpError> {
         // Named after the queues, for the broker's connection list.
-        let name = format!("lambdex worker {}", self.config.queue.prefix);
-        let connection = amqp::connect(&self.config.queue.url, &name).await?;
+        let name = format!("lambdex worker {}", self.queue().prefix);
+        let connection = amqp::connect(&self.queue().url, &name).await?;
         let publisher = amqp::confirmed_channel(&connection).await?;
         self.shared.topology.declare(&publisher).await?;
         let consumer = connection.create_channel().await?;
         // Per consumer: each lane holds up to `prefetch` unacknowledged.
         consumer
-            .basic_qos(self.config.queue.prefetch, BasicQosOptions::default())
+            .basic_qos(self.queue().prefetch, BasicQosOptions::default())
             .await?;
         Ok(Session {
             connection,
             publisher,
             consumer,
             consumer_tags: Vec::new(),
+            lost: CancellationToken::new(),
         })
     }
 
-    /// Both lanes' deliveries as one stream, the priority lane polled first.
+    /// Both lanes' deliveries as one stream, the priority lane polled
+    /// first; a lane whose consumer ends (the broker cancelled it, its
+    /// queue was deleted) says so instead of falling silent.
     async fn consume(
         &self,
         session: &mut Session,
-    ) -> Result<impl futures::Stream<Item = Result<Delivery, lapin::Error>> + use<>, AmqpError>
-    {
+    ) -> Result<impl Stream<Item = Incoming> + Unpin + use<>, AmqpError> {
         let [priority, batch] = self.shared.topology.consumed_queues();
         let consume = |queue: String| {
             let channel = session.consumer.clone();
@@ -263,12 +423,25 @@ impl Worker {
                     .await
             }
         };
-        let priority = consume(priority.to_owned()).await?;
-        let batch = consume(batch.to_owned()).await?;
-        session.consumer_tags = vec![priority.tag().to_string(), batch.tag().to_string()];
+        let priority_consumer = consume(priority.to_owned()).await?;
+        let batch_consumer = consume(batch.to_owned()).await?;
+        session.consumer_tags = vec![
+            priority_consumer.tag().to_string(),
+            batch_consumer.tag().to_string(),
+        ];
+        let lane = |consumer: lapin::Consumer, name: &'static str| {
+            consumer
+                .map(|delivery| match delivery {
+                    Ok(delivery) => Incoming::Delivery(Box::new(delivery)),
+                    Err(error) => Incoming::Failed(error),
+                })
+                .chain(futures::stream::once(std::future::ready(
+                    Incoming::LaneEnded(name),
+                )))
+        };
         Ok(futures::stream::select_with_strategy(
-            priority,
-            batch,
+            lane(priority_consumer, "priority"),
+            lane(batch_consumer, "batch"),
             |_: &mut ()| futures::stream::PollNext::Left,
         ))
     }
@@ -278,44 +451,153 @@ impl Worker {
 #[derive(Debug)]
 enum Settlement {
     Stored,
-    /// To the retry queue `queue`, for a failure that may pass.
+    /// To the retry queue `queue` on `lane`, for a failure that may pass;
+    /// an outage spends no trip.
     Requeue {
         queue: String,
+        lane: &'static str,
         failure: Failure,
+        outage: bool,
     },
     /// To the dead-letter queue.
     Dead(Failure),
-    /// Leave it unacknowledged: the broker hands it out again.
+    /// Nacked: the broker hands it out again.
     Release,
 }
 
+/// [`handle`] with what a job's task must always do: give its delivery
+/// back if the job panics, stop when its session is lost, and hold its
+/// in-flight permit to the end.
+async fn guarded(
+    shared: Arc<Shared>,
+    publisher: Channel,
+    delivery: Delivery,
+    lost: CancellationToken,
+    _permit: OwnedSemaphorePermit,
+) {
+    let acker = delivery.acker.clone();
+    let tag = delivery.delivery_tag;
+    let stats = Arc::clone(&shared.stats);
+    let job = handle(shared, publisher, delivery);
+    supervised(job, &acker, tag, &stats, &lost).await;
+}
+
+/// How a job's task ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ended {
+    Finished,
+    /// Its connection was lost: another consumer has the delivery.
+    Dropped,
+    /// It panicked: logged, counted, its delivery given back.
+    Panicked,
+}
+
+/// Runs `job` until it ends or its session is `lost`; a panic in it is
+/// caught, logged and counted, and the delivery (`acker`) nacked.
+async fn supervised(
+    job: impl Future<Output = ()>,
+    acker: &Acker,
+    tag: u64,
+    stats: &WorkerStats,
+    lost: &CancellationToken,
+) -> Ended {
+    let job = AssertUnwindSafe(job).catch_unwind();
+    tokio::select! {
+        () = lost.cancelled() => {
+            tracing::debug!(tag, "the connection was lost; the job is dropped");
+            Ended::Dropped
+        }
+        outcome = job => match outcome {
+            Ok(()) => Ended::Finished,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|text| (*text).to_owned())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(tag, panic = %message, "a job panicked; its delivery goes back");
+                stats.panicked.fetch_add(1, Ordering::Relaxed);
+                metrics::jobs("panicked", 1);
+                nack(acker, stats, tag).await;
+                Ended::Panicked
+            }
+        }
+    }
+}
+
 async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
-    let attempts =
-        amqp::header_number(delivery.properties.headers().as_ref(), ATTEMPTS_HEADER).unwrap_or(0);
-    let settlement = match Job::from_slice(&delivery.data) {
+    let attempts = attempts_of(&delivery);
+    let deliveries = delivery_count(&delivery);
+    let limit = i64::from(shared.config.queue.delivery_limit);
+    let settlement = match Job::from_slice_within(&delivery.data, &shared.config.jobs) {
         Err(error) => Settlement::Dead(Failure::new(
             FailureClass::InvalidMessage,
             error.to_string(),
             false,
         )),
+        Ok(_) if deliveries >= limit => Settlement::Dead(Failure::new(
+            FailureClass::DeliveryLimit,
+            format!(
+                "delivered {} times without an end, queue.delivery_limit is {limit}",
+                deliveries + 1
+            ),
+            false,
+        )),
         Ok(job) => {
             let doc = shared.pipeline.process(&job).await;
-            settlement_of(&shared, doc, attempts).await
+            let lane = Topology::routing_key(job.priority);
+            settlement_of(&shared, doc, attempts, lane).await
         }
     };
     let tag = delivery.delivery_tag;
     let settled = match &settlement {
         Settlement::Stored => Ok(()),
         Settlement::Release => {
-            release(&shared);
+            nack(&delivery.acker, &shared.stats, tag).await;
             return;
         }
-        Settlement::Requeue { queue, failure } => {
-            let headers = failure_headers(&delivery, attempts + 1, failure);
-            amqp::publish(&publisher, "", queue, &delivery.data, headers).await
+        Settlement::Requeue {
+            queue,
+            lane,
+            failure,
+            outage,
+        } => {
+            // An outage is not the job's failure: its attempts stay.
+            let spent = if *outage { attempts } else { attempts + 1 };
+            let mut headers = failure_headers(&delivery, spent, failure);
+            if *outage {
+                let since = count_outage(&mut headers, &delivery);
+                let patience = shared.config.queue.outage_patience;
+                if Utc::now()
+                    .signed_duration_since(since)
+                    .to_std()
+                    .unwrap_or_default()
+                    > patience
+                {
+                    let reason = format!(
+                        "{} (still unavailable after queue.outage_patience, {patience:?})",
+                        failure.reason
+                    );
+                    let given_up = Failure::new(failure.class.clone(), reason, true);
+                    let headers = failure_headers(&delivery, spent, &given_up);
+                    let dead = &shared.topology.dead_queue;
+                    let published = amqp::publish(&publisher, "", dead, &delivery.data, headers);
+                    settle(&shared, &delivery, published.await, Counted::Dead).await;
+                    return;
+                }
+            }
+            amqp::set_text(&mut headers, RETRY_QUEUE_HEADER, queue);
+            amqp::publish(
+                &publisher,
+                &shared.topology.retry_exchange,
+                lane,
+                &delivery.data,
+                headers,
+            )
+            .await
         }
         Settlement::Dead(failure) => {
-            let headers = failure_headers(&delivery, attempts + 1, failure);
+            let headers = failure_headers(&delivery, attempts.saturating_add(1), failure);
             amqp::publish(
                 &publisher,
                 "",
@@ -326,50 +608,119 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
             .await
         }
     };
+    let counted = match settlement {
+        Settlement::Stored => Counted::Stored,
+        Settlement::Requeue { outage: true, .. } => Counted::Outage,
+        Settlement::Requeue { .. } => Counted::Requeued,
+        Settlement::Dead(_) => Counted::Dead,
+        Settlement::Release => unreachable!("returned above"),
+    };
+    settle(&shared, &delivery, settled, counted).await;
+}
+
+/// What a settled delivery counts as.
+#[derive(Debug, Clone, Copy)]
+enum Counted {
+    Stored,
+    Requeued,
+    Outage,
+    Dead,
+}
+
+/// Acknowledges the delivery once its end is confirmed (`settled`), and
+/// counts it; gives it back when the end could not be published.
+async fn settle(
+    shared: &Shared,
+    delivery: &Delivery,
+    settled: Result<(), AmqpError>,
+    counted: Counted,
+) {
+    let tag = delivery.delivery_tag;
     if let Err(error) = settled {
-        // Not acknowledged: the broker hands the job out again.
-        tracing::warn!(%error, tag, "cannot publish the job's requeue or dead letter");
-        release(&shared);
+        tracing::warn!(%error, tag, "cannot publish the job's requeue or dead letter; it goes back");
+        nack(&delivery.acker, &shared.stats, tag).await;
         return;
     }
     if let Err(error) = delivery.ack(BasicAckOptions::default()).await {
         // The channel died with the delivery; the broker redelivers it.
         tracing::warn!(%error, tag, "cannot acknowledge; the job will be redelivered");
-        release(&shared);
+        count_released(&shared.stats);
         return;
     }
-    let (counter, name) = match settlement {
-        Settlement::Stored => {
+    let stats = &shared.stats;
+    let (counter, name) = match counted {
+        Counted::Stored => {
             tracing::debug!(tag, "stored");
-            (&shared.stats.stored, "stored")
+            (&stats.stored, "stored")
         }
-        Settlement::Requeue { .. } => (&shared.stats.requeued, "requeued"),
-        Settlement::Dead(_) => (&shared.stats.dead_lettered, "dead_lettered"),
-        Settlement::Release => unreachable!("returned above"),
+        Counted::Requeued => (&stats.requeued, "requeued"),
+        Counted::Outage => (&stats.outages, "outage"),
+        Counted::Dead => (&stats.dead_lettered, "dead_lettered"),
     };
     counter.fetch_add(1, Ordering::Relaxed);
     metrics::jobs(name, 1);
 }
 
-/// Counts a delivery left for the broker to hand out again.
-fn release(shared: &Shared) {
-    shared.stats.released.fetch_add(1, Ordering::Relaxed);
+/// Gives a delivery back to the broker now (nack with requeue); if even
+/// that fails, its channel is gone and the broker has it back anyway.
+async fn nack(acker: &Acker, stats: &WorkerStats, tag: u64) {
+    let requeue = BasicNackOptions {
+        requeue: true,
+        ..BasicNackOptions::default()
+    };
+    if let Err(error) = acker.nack(requeue).await {
+        tracing::debug!(%error, tag, "cannot nack; the channel is gone, and the delivery with it");
+    }
+    count_released(stats);
+}
+
+fn count_released(stats: &WorkerStats) {
+    stats.released.fetch_add(1, Ordering::Relaxed);
     metrics::jobs("released", 1);
 }
 
-/// Stored, requeued or dead, for a processed job's document.
-async fn settlement_of(shared: &Shared, doc: PredictionDoc, attempts: i64) -> Settlement {
+/// Whether a failure is an outage rather than the job's own: the function
+/// was refused or down, not the job's image.
+fn is_outage(failure: &Failure, functions_down: bool) -> bool {
+    match failure.class {
+        FailureClass::CircuitOpen | FailureClass::Throttled => true,
+        // Any transient failure of a call while a function is down.
+        FailureClass::InvokeFailed
+        | FailureClass::InvokeTimeout
+        | FailureClass::LambdaServiceError
+        | FailureClass::JobTimeout
+        | FailureClass::ModelFailure
+        | FailureClass::Internal
+        | FailureClass::Other(_) => functions_down && failure.retryable,
+        _ => false,
+    }
+}
+
+/// Stored, requeued, dead or released, for a processed job's document.
+async fn settlement_of(
+    shared: &Shared,
+    doc: PredictionDoc,
+    attempts: i64,
+    lane: &'static str,
+) -> Settlement {
     if doc.status == Status::Failed {
         let failure = doc.failure.unwrap_or_else(|| {
             Failure::new(FailureClass::Internal, "failed without a reason", false)
         });
-        let trip = usize::try_from(attempts).unwrap_or(usize::MAX);
+        let outage = is_outage(&failure, shared.pipeline.unavailable().is_some());
+        let trip = if outage {
+            0
+        } else {
+            usize::try_from(attempts).unwrap_or(usize::MAX)
+        };
         return match shared.topology.retry_queues.get(trip) {
             Some((queue, delay)) if failure.retryable => {
-                tracing::info!(job_id = %doc.job_id, class = %failure.class, ?delay, "requeued");
+                tracing::info!(job_id = %doc.job_id, class = %failure.class, ?delay, outage, "requeued");
                 Settlement::Requeue {
                     queue: queue.clone(),
+                    lane,
                     failure,
+                    outage,
                 }
             }
             _ => Settlement::Dead(failure),
@@ -383,8 +734,66 @@ async fn settlement_of(shared: &Shared, doc: PredictionDoc, attempts: i64) -> Se
             false,
         )),
         Err(error) => {
-            tracing::warn!(%error, "the document was not stored");
+            tracing::warn!(%error, "the document was not stored; the job goes back");
             Settlement::Release
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_job_that_panics_is_counted_and_its_delivery_given_back() {
+        let stats = WorkerStats::default();
+        let lost = CancellationToken::new();
+        let acker = Acker::mock();
+        let ended = supervised(async { panic!("a bug in a job") }, &acker, 7, &stats, &lost).await;
+        assert_eq!(ended, Ended::Panicked);
+        let counts = stats.counts();
+        assert_eq!((counts.panicked, counts.released), (1, 1));
+    }
+
+    #[tokio::test]
+    async fn a_job_whose_connection_is_lost_stops() {
+        let stats = WorkerStats::default();
+        let lost = CancellationToken::new();
+        lost.cancel();
+        let ended = supervised(std::future::pending(), &Acker::mock(), 7, &stats, &lost).await;
+        assert_eq!(ended, Ended::Dropped);
+        let finished = supervised(
+            async {},
+            &Acker::mock(),
+            8,
+            &stats,
+            &CancellationToken::new(),
+        )
+        .await;
+        assert_eq!(finished, Ended::Finished);
+    }
+
+    #[test]
+    fn outages_are_refusals_or_any_transient_failure_while_a_function_is_down() {
+        let failure = |class, retryable| Failure::new(class, "r", retryable);
+        assert!(is_outage(&failure(FailureClass::CircuitOpen, true), false));
+        assert!(is_outage(&failure(FailureClass::Throttled, true), false));
+        assert!(!is_outage(
+            &failure(FailureClass::InvokeFailed, true),
+            false
+        ));
+        assert!(is_outage(&failure(FailureClass::InvokeFailed, true), true));
+        let crashed = FailureClass::Other("runtime_exit_error".to_owned());
+        assert!(is_outage(&failure(crashed, true), true));
+        // The job's own: never an outage.
+        assert!(!is_outage(&failure(FailureClass::FetchStatus, true), true));
+        assert!(!is_outage(
+            &failure(FailureClass::InvalidImage, false),
+            true
+        ));
+        assert!(!is_outage(
+            &failure(FailureClass::ModelFailure, false),
+            true
+        ));
     }
 }

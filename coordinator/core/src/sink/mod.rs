@@ -17,9 +17,14 @@
 //!   queue in front of the sink stops it pulling more.
 //! - Items refused for good (a mapping or validation error) answer
 //!   [`SinkError::Rejected`] with Elasticsearch's reason: the worker
-//!   dead-letters that job.
+//!   dead-letters that job. A whole request refused (400, 413) is split in
+//!   halves until the document at fault is alone: only it is rejected.
+//! - 401 or 403 is not the documents' fault but the settings': every
+//!   document of the request answers [`SinkError::Unauthorized`] (its job
+//!   goes back to the queue), and the sink reports itself [`Sink::blocked`]
+//!   until a request passes, so the worker stops taking jobs meanwhile.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use backon::{BackoffBuilder as _, ExponentialBuilder};
@@ -29,6 +34,7 @@ use elasticsearch::indices::IndicesPutIndexTemplateParts;
 use elasticsearch::params::VersionType;
 use elasticsearch::{BulkOperation, BulkOperations, BulkParts, Elasticsearch};
 use lambdex_proto::PredictionDoc;
+use lambdex_proto::text::truncated;
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -57,7 +63,12 @@ pub enum SinkError {
         status: u16,
         body: String,
     },
+    #[error("Elasticsearch refuses the worker's credentials ({status}): {body}")]
+    Unauthorized { status: u16, body: String },
 }
+
+/// How much of an error answer's body a message quotes.
+const QUOTED_BODY_BYTES: usize = 512;
 
 /// A document waiting for its bulk request.
 #[derive(Debug)]
@@ -71,7 +82,11 @@ struct Pending {
 #[derive(Debug, Clone)]
 pub struct Sink {
     sender: mpsc::Sender<Pending>,
+    blocked: Blocked,
 }
+
+/// Why Elasticsearch refuses the worker, and since when, while it does.
+type Blocked = Arc<Mutex<Option<(String, Instant)>>>;
 
 /// The task that batches and sends; finishes once every [`Sink`] is
 /// dropped and what they sent is stored.
@@ -82,8 +97,18 @@ impl Sink {
     pub fn start(config: &ElasticsearchConfig) -> Result<(Self, SinkTask), SinkError> {
         let client = client(config)?;
         let (sender, receiver) = mpsc::channel(config.bulk_max_docs.max(1));
-        let task = tokio::spawn(run(client, config.clone(), receiver));
-        Ok((Self { sender }, task))
+        let blocked = Blocked::default();
+        let task = tokio::spawn(run(client, config.clone(), receiver, Arc::clone(&blocked)));
+        Ok((Self { sender, blocked }, task))
+    }
+
+    /// Why Elasticsearch refuses the worker's requests (401, 403), and
+    /// when it last did, while it does; `None` once a request passes again.
+    pub fn blocked(&self) -> Option<(String, Instant)> {
+        self.blocked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Stores `doc`; returns once Elasticsearch has it.
@@ -128,12 +153,51 @@ pub fn index_template(config: &ElasticsearchConfig) -> Value {
     template
 }
 
-/// Installs the index template for `config.index` (idempotent).
+/// The template as `flavour` takes it: Elasticsearch's `flattened` is
+/// OpenSearch's `flat_object` (one field for any metadata keys, so
+/// producers' keys cannot grow the mapping).
+pub fn template_for(config: &ElasticsearchConfig, flavour: Flavour) -> Value {
+    let mut template = index_template(config);
+    if flavour == Flavour::OpenSearch {
+        template["template"]["mappings"]["properties"]["metadata"]["type"] =
+            Value::from("flat_object");
+    }
+    template
+}
+
+/// Which API the cluster speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Elasticsearch,
+    OpenSearch,
+}
+
+/// The cluster's flavour, from its root answer's `version.distribution`.
+pub async fn flavour(client: &Elasticsearch) -> Result<Flavour, SinkError> {
+    let response = client.info().send().await?;
+    let status = response.status_code().as_u16();
+    if !(200..300).contains(&status) {
+        return Err(SinkError::Status {
+            what: "the cluster's information",
+            status,
+            body: response.text().await.unwrap_or_default(),
+        });
+    }
+    let info: Value = response.json().await?;
+    Ok(if info["version"]["distribution"] == "opensearch" {
+        Flavour::OpenSearch
+    } else {
+        Flavour::Elasticsearch
+    })
+}
+
+/// Installs the index template for `config.index` (idempotent), in the
+/// cluster's flavour.
 pub async fn install_template(
     client: &Elasticsearch,
     config: &ElasticsearchConfig,
 ) -> Result<(), SinkError> {
-    let template = index_template(config);
+    let template = template_for(config, flavour(client).await?);
     let response = client
         .indices()
         .put_index_template(IndicesPutIndexTemplateParts::Name(&config.index))
@@ -178,6 +242,7 @@ async fn run(
     client: Elasticsearch,
     config: ElasticsearchConfig,
     mut receiver: mpsc::Receiver<Pending>,
+    blocked: Blocked,
 ) {
     let config = Arc::new(config);
     // `bulk_concurrency` requests at once; a full set stops the batching,
@@ -201,9 +266,9 @@ async fn run(
             .acquire_owned()
             .await
             .expect("the semaphore is never closed");
-        let (client, config) = (client.clone(), Arc::clone(&config));
+        let (client, config, blocked) = (client.clone(), Arc::clone(&config), Arc::clone(&blocked));
         requests.spawn(async move {
-            store(&client, &config, batch).await;
+            store(&client, &config, &blocked, batch).await;
             drop(permit);
         });
         // Reap the finished ones so the set stays small.
@@ -213,8 +278,14 @@ async fn run(
     while requests.join_next().await.is_some() {}
 }
 
-/// Sends `batch` until every document is stored or refused for good.
-async fn store(client: &Elasticsearch, config: &ElasticsearchConfig, mut batch: Vec<Pending>) {
+/// Sends `batch` until every document is stored or refused for good, or
+/// the cluster refuses the worker itself.
+async fn store(
+    client: &Elasticsearch,
+    config: &ElasticsearchConfig,
+    blocked: &Blocked,
+    mut batch: Vec<Pending>,
+) {
     let mut delays = ExponentialBuilder::default()
         .with_min_delay(config.retry_min_delay)
         .with_max_delay(config.retry_max_delay)
@@ -228,7 +299,55 @@ async fn store(client: &Elasticsearch, config: &ElasticsearchConfig, mut batch: 
             return;
         }
         let retry = match bulk(client, &config.index, &batch).await {
-            Ok(statuses) => settle(batch, statuses),
+            Ok(statuses) => {
+                *blocked.lock().unwrap_or_else(|e| e.into_inner()) = None;
+                settle(batch, statuses)
+            }
+            Err(SinkError::Status {
+                status: status @ (401 | 403),
+                body,
+                ..
+            }) => {
+                let body = truncated(&body, QUOTED_BODY_BYTES);
+                tracing::error!(status, %body, "Elasticsearch refuses the worker's credentials");
+                *blocked.lock().unwrap_or_else(|e| e.into_inner()) =
+                    Some((format!("{status}: {body}"), Instant::now()));
+                for pending in batch {
+                    let error = SinkError::Unauthorized {
+                        status,
+                        body: body.clone(),
+                    };
+                    let _ = pending.done.send(Err(error));
+                }
+                return;
+            }
+            Err(SinkError::Status {
+                status: status @ (400 | 413),
+                body,
+                ..
+            }) => {
+                // The request as a whole: find the document at fault.
+                let body = truncated(&body, QUOTED_BODY_BYTES);
+                if batch.len() == 1 {
+                    let reason = format!("the bulk request of this document alone: {body}");
+                    for pending in batch {
+                        let _ = pending.done.send(Err(SinkError::Rejected {
+                            status,
+                            reason: reason.clone(),
+                        }));
+                    }
+                } else {
+                    tracing::warn!(
+                        status,
+                        documents = batch.len(),
+                        "a bulk request was refused whole; splitting it"
+                    );
+                    let second = batch.split_off(batch.len() / 2);
+                    Box::pin(store(client, config, blocked, batch)).await;
+                    Box::pin(store(client, config, blocked, second)).await;
+                }
+                return;
+            }
             Err(error) => {
                 tracing::warn!(%error, documents = batch.len(), "bulk request failed; retrying");
                 batch
@@ -361,6 +480,17 @@ mod tests {
         assert_eq!(Outcome::of(429), Outcome::Retry);
         assert_eq!(Outcome::of(503), Outcome::Retry);
         assert_eq!(Outcome::of(400), Outcome::Rejected);
+    }
+
+    #[test]
+    fn metadata_is_one_flat_field_in_either_flavour() {
+        let config = ElasticsearchConfig::default();
+        let mapping = |flavour| {
+            template_for(&config, flavour)["template"]["mappings"]["properties"]["metadata"]["type"]
+                .clone()
+        };
+        assert_eq!(mapping(Flavour::Elasticsearch), "flattened");
+        assert_eq!(mapping(Flavour::OpenSearch), "flat_object");
     }
 
     #[test]

@@ -1,0 +1,116 @@
+//! The memory a job's image may hold, bounded for all jobs together: a
+//! download's body (and the copies the request makes of it) and an
+//! image decoded to be scaled. Jobs are capped in number elsewhere; this
+//! caps them in bytes, so a burst of large images waits its turn instead
+//! of taking the worker's memory (and the worker, and every delivery it
+//! holds, with it).
+//!
+//! A reservation is taken before the bytes exist and released when it is
+//! dropped. A job asking for more than the whole budget gets the whole
+//! budget: it runs, alone.
+
+use std::sync::Arc;
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+/// The budget's unit: permits are KiB, so a u32 of them spans 4 TiB.
+const UNIT: usize = 1024;
+
+/// The shared budget; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MemoryBudget {
+    permits: Arc<Semaphore>,
+    total: u32,
+}
+
+/// Bytes held from the budget until dropped.
+#[derive(Debug, Default)]
+pub struct Reservation {
+    permit: Option<OwnedSemaphorePermit>,
+}
+
+impl MemoryBudget {
+    /// A budget of `bytes` (at least one unit).
+    pub fn new(bytes: u64) -> Self {
+        let total = u32::try_from(bytes.div_ceil(UNIT as u64))
+            .unwrap_or(u32::MAX)
+            .clamp(1, Semaphore::MAX_PERMITS as u32);
+        Self {
+            permits: Arc::new(Semaphore::new(total as usize)),
+            total,
+        }
+    }
+
+    /// Waits until `bytes` (at most the whole budget) are free, and holds
+    /// them.
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        let units = u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.total);
+        if units == 0 {
+            return Reservation::default();
+        }
+        let permit = Arc::clone(&self.permits)
+            .acquire_many_owned(units)
+            .await
+            .expect("the budget's semaphore is never closed");
+        Reservation {
+            permit: Some(permit),
+        }
+    }
+
+    /// Bytes free now.
+    pub fn available(&self) -> usize {
+        self.permits.available_permits() * UNIT
+    }
+}
+
+impl Reservation {
+    /// Adds `other` to this reservation: both are released together.
+    pub fn merge(&mut self, other: Reservation) {
+        match (&mut self.permit, other.permit) {
+            (Some(mine), Some(theirs)) => mine.merge(theirs),
+            (None, theirs) => self.permit = theirs,
+            (Some(_), None) => {}
+        }
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.permit
+            .as_ref()
+            .map_or(0, |permit| permit.num_permits() * UNIT)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn reservations_wait_for_the_bytes_and_give_them_back_when_dropped() {
+        let budget = MemoryBudget::new(10 * 1024);
+        let mut first = budget.reserve(6 * 1024).await;
+        first.merge(budget.reserve(1024).await);
+        assert_eq!(first.bytes(), 7 * 1024);
+        assert_eq!(budget.available(), 3 * 1024);
+        // More than is free waits…
+        let waiting = tokio::time::timeout(Duration::from_millis(50), budget.reserve(5 * 1024));
+        assert!(waiting.await.is_err());
+        drop(first);
+        // …until it is given back.
+        let second = budget.reserve(5 * 1024).await;
+        assert_eq!(second.bytes(), 5 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_reservation_over_the_whole_budget_takes_the_whole_budget() {
+        let budget = MemoryBudget::new(4 * 1024);
+        let all = budget.reserve(1 << 30).await;
+        assert_eq!(all.bytes(), 4 * 1024);
+        assert_eq!(budget.available(), 0);
+        assert_eq!(budget.reserve(0).await.bytes(), 0);
+    }
+}
