@@ -8,10 +8,16 @@
 //! A reservation is taken before the bytes exist and released when it is
 //! dropped. A job asking for more than the whole budget gets the whole
 //! budget: it runs, alone.
+//!
+//! A job reserves through its own [`JobMemory`], which keeps how long it
+//! has waited: that time is the other jobs', so the job's own deadlines
+//! (its download's, its whole run's) do not count it.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Notify, OwnedSemaphorePermit, Semaphore};
+use tokio::time::Instant;
 
 /// The budget's unit: permits are KiB, so a u32 of them spans 4 TiB.
 const UNIT: usize = 1024;
@@ -65,6 +71,84 @@ impl MemoryBudget {
     }
 }
 
+/// One job's reservations, and the time it has spent waiting for them.
+#[derive(Debug)]
+pub struct JobMemory {
+    budget: MemoryBudget,
+    waits: Mutex<Waits>,
+    /// Told when a wait starts or ends.
+    changed: Notify,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct Waits {
+    /// Waits that have ended.
+    ended: Duration,
+    /// The wait going on, if any.
+    since: Option<Instant>,
+}
+
+/// How long a job has waited for memory, as of now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Waited {
+    pub total: Duration,
+    /// Whether it is waiting now.
+    pub waiting: bool,
+}
+
+impl JobMemory {
+    pub fn new(budget: &MemoryBudget) -> Self {
+        Self {
+            budget: budget.clone(),
+            waits: Mutex::new(Waits::default()),
+            changed: Notify::new(),
+        }
+    }
+
+    /// [`MemoryBudget::reserve`], the wait kept.
+    pub async fn reserve(&self, bytes: usize) -> Reservation {
+        let _waiting = WaitGuard::start(self);
+        self.budget.reserve(bytes).await
+    }
+
+    pub fn waited(&self) -> Waited {
+        let waits = *self.waits.lock().expect("never poisoned");
+        Waited {
+            total: waits.ended + waits.since.map_or(Duration::ZERO, |since| since.elapsed()),
+            waiting: waits.since.is_some(),
+        }
+    }
+
+    /// Resolves when a wait starts or ends; enable it before reading
+    /// [`Self::waited`] so neither is missed.
+    pub fn changed(&self) -> tokio::sync::futures::Notified<'_> {
+        self.changed.notified()
+    }
+}
+
+/// A wait in progress, ended when dropped: a job dropped while waiting
+/// (its deadline up) ends it too.
+struct WaitGuard<'a>(&'a JobMemory);
+
+impl<'a> WaitGuard<'a> {
+    fn start(memory: &'a JobMemory) -> Self {
+        memory.waits.lock().expect("never poisoned").since = Some(Instant::now());
+        memory.changed.notify_waiters();
+        Self(memory)
+    }
+}
+
+impl Drop for WaitGuard<'_> {
+    fn drop(&mut self) {
+        let mut waits = self.0.waits.lock().expect("never poisoned");
+        if let Some(since) = waits.since.take() {
+            waits.ended += since.elapsed();
+        }
+        drop(waits);
+        self.0.changed.notify_waiters();
+    }
+}
+
 impl Reservation {
     /// Adds `other` to this reservation: both are released together.
     pub fn merge(&mut self, other: Reservation) {
@@ -103,6 +187,34 @@ mod tests {
         // …until it is given back.
         let second = budget.reserve(5 * 1024).await;
         assert_eq!(second.bytes(), 5 * 1024);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_job_keeps_the_time_it_waited_for_memory() {
+        let budget = MemoryBudget::new(4 * 1024);
+        let job = JobMemory::new(&budget);
+        let all = job.reserve(4 * 1024).await;
+        assert_eq!(
+            job.waited(),
+            Waited {
+                total: Duration::ZERO,
+                waiting: false
+            }
+        );
+        let other = JobMemory::new(&budget);
+        let waiting = other.reserve(1024);
+        tokio::pin!(waiting);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(50), waiting.as_mut())
+                .await
+                .is_err()
+        );
+        assert!(other.waited().waiting);
+        drop(all);
+        let _held = waiting.await;
+        let waited = other.waited();
+        assert!(!waited.waiting);
+        assert!(waited.total >= Duration::from_millis(50), "{waited:?}");
     }
 
     #[tokio::test]

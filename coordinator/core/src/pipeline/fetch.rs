@@ -11,9 +11,10 @@ use lambdex_functions::decode::SUPPORTED_FORMATS;
 use lambdex_proto::FailureClass;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
+use tokio::time::{Instant, timeout_at};
 
 use crate::config::{FetchConfig, RetryConfig};
-use crate::pipeline::budget::{MemoryBudget, Reservation};
+use crate::pipeline::budget::{JobMemory, Reservation};
 use crate::pipeline::ssrf::{Guard, Refused, refusal_in};
 use crate::retry::{Retryable, retrying};
 
@@ -115,8 +116,9 @@ impl Fetcher {
         let redirect_guard = Arc::clone(&guard);
         let max_redirects = config.max_redirects;
         let client = reqwest::Client::builder()
+            // `fetch.timeout` is kept by `once`, which does not count the
+            // waits for memory: reqwest's own would.
             .connect_timeout(config.connect_timeout)
-            .timeout(config.timeout)
             // A proxy would resolve names itself, past the guard.
             .no_proxy()
             .dns_resolver(guard.resolver())
@@ -148,9 +150,9 @@ impl Fetcher {
     }
 
     /// The image at `url`, retried while the failure is transient; its
-    /// bytes are reserved from `budget` as they arrive.
-    #[tracing::instrument(skip(self, budget), fields(attempts))]
-    pub async fn fetch(&self, url: &str, budget: &MemoryBudget) -> Result<Fetched, FetchError> {
+    /// bytes are reserved from `memory` as they arrive.
+    #[tracing::instrument(skip(self, memory), fields(attempts))]
+    pub async fn fetch(&self, url: &str, memory: &JobMemory) -> Result<Fetched, FetchError> {
         let parsed = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
@@ -165,7 +167,7 @@ impl Fetcher {
             None,
             || {
                 attempts += 1;
-                self.once(&parsed, budget)
+                self.once(&parsed, memory)
             },
             |error, wait| tracing::info!(%error, ?wait, "Retrying download."),
         )
@@ -179,16 +181,21 @@ impl Fetcher {
         })
     }
 
+    /// One attempt, within `fetch.timeout` of its own: the time it waits
+    /// for memory moves its deadline on.
     async fn once(
         &self,
         url: &reqwest::Url,
-        budget: &MemoryBudget,
+        memory: &JobMemory,
     ) -> Result<(Vec<u8>, ImageFormat, Reservation), FetchError> {
-        let mut response = self
-            .client
-            .get(url.clone())
-            .send()
+        let mut deadline = Instant::now() + self.config.timeout;
+        let timed_out = || FetchError::Timeout {
+            url: url.to_string(),
+            timeout: self.config.timeout,
+        };
+        let mut response = timeout_at(deadline, self.client.get(url.clone()).send())
             .await
+            .map_err(|_| timed_out())?
             .map_err(|error| self.request_error(url, &error))?;
         let status = response.status();
         if !status.is_success() {
@@ -215,17 +222,19 @@ impl Fetcher {
             .and_then(|length| usize::try_from(length).ok());
         // The announced length is reserved at once; without one, or past
         // it, the body is reserved for step by step as it comes.
-        let mut reservation = budget
+        let waiting = Instant::now();
+        let mut reservation = memory
             .reserve(announced.unwrap_or(0) * HELD_PER_BODY_BYTE)
             .await;
+        deadline += waiting.elapsed();
         let mut reserved_body = announced.unwrap_or(0);
         // Sized once from the header, up to a bound: a server may announce
         // more than it sends.
         let mut body = Vec::with_capacity(announced.unwrap_or(0).min(PREALLOCATE_MAX_BYTES));
         let mut format = None;
-        while let Some(chunk) = response
-            .chunk()
+        while let Some(chunk) = timeout_at(deadline, response.chunk())
             .await
+            .map_err(|_| timed_out())?
             .map_err(|error| self.request_error(url, &error))?
         {
             // The cap holds whatever the headers said.
@@ -235,7 +244,9 @@ impl Fetcher {
             body.extend_from_slice(&chunk);
             if body.len() > reserved_body {
                 let step = (body.len() - reserved_body).max(RESERVE_STEP_BYTES);
-                reservation.merge(budget.reserve(step * HELD_PER_BODY_BYTE).await);
+                let waiting = Instant::now();
+                reservation.merge(memory.reserve(step * HELD_PER_BODY_BYTE).await);
+                deadline += waiting.elapsed();
                 reserved_body += step;
             }
             if format.is_none() && body.len() >= SNIFF_BYTES {

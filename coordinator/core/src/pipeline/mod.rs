@@ -1,5 +1,5 @@
 //! One job through the whole path, a module per stage in the order it
-//! runs: [`fetch`] (behind the [`ssrf`] guard), [`prepare`], [`crop`],
+//! runs, each job within its [`deadline`] and its images' [`budget`]: [`fetch`] (behind the [`ssrf`] guard), [`prepare`], [`crop`],
 //! [`fanout`] to the classifiers (calls shared across jobs by
 //! [`batcher`]), [`aggregate`] (with the [`billing`] of every call).
 //! Shared by the queue worker, the admin trigger and `lambdex predict`;
@@ -11,6 +11,7 @@ pub mod batcher;
 pub mod billing;
 pub mod budget;
 pub mod crop;
+pub mod deadline;
 pub mod fanout;
 pub mod fetch;
 pub mod prepare;
@@ -33,7 +34,7 @@ use crate::lambda::caller::{CallStats, Caller};
 use crate::lambda::invoke::InvokeError;
 use crate::metrics;
 use crate::pipeline::billing::Meter;
-use crate::pipeline::budget::{MemoryBudget, Reservation};
+use crate::pipeline::budget::{JobMemory, MemoryBudget, Reservation};
 use crate::pipeline::crop::FaceCrop;
 use crate::pipeline::fanout::{Model, classify_all};
 use crate::pipeline::fetch::{Fetcher, HELD_PER_BODY_BYTE};
@@ -120,14 +121,15 @@ impl Pipeline {
         let _slot = self.jobs.acquire().await.expect("never closed");
         let started = Instant::now();
         let meter = Meter::default();
+        let memory = JobMemory::new(&self.budget);
         let work = async {
             let mut timings = Timings::default();
-            let fetched = self.fetcher.fetch(&job.image_url, &self.budget).await;
+            let fetched = self.fetcher.fetch(&job.image_url, &memory).await;
             timings.record("fetch", ms_since(started));
             match fetched {
                 Ok(fetched) => {
                     let (image, held) = (fetched.bytes, fetched.reservation);
-                    self.run(job, image, held, timings, &meter).await
+                    self.run(job, image, held, timings, &meter, &memory).await
                 }
                 Err(error) => {
                     let failure =
@@ -136,7 +138,7 @@ impl Pipeline {
                 }
             }
         };
-        let doc = self.within_deadline(job, work).await;
+        let doc = self.within_deadline(job, &memory, work).await;
         self.finished(doc, &meter, started)
     }
 
@@ -146,30 +148,31 @@ impl Pipeline {
         let _slot = self.jobs.acquire().await.expect("never closed");
         let started = Instant::now();
         let meter = Meter::default();
+        let memory = JobMemory::new(&self.budget);
         let work = async {
-            let held = self.budget.reserve(image.len() * HELD_PER_BODY_BYTE).await;
-            self.run(job, image, held, Timings::default(), &meter).await
+            let held = memory.reserve(image.len() * HELD_PER_BODY_BYTE).await;
+            self.run(job, image, held, Timings::default(), &meter, &memory)
+                .await
         };
-        let doc = self.within_deadline(job, work).await;
+        let doc = self.within_deadline(job, &memory, work).await;
         self.finished(doc, &meter, started)
     }
 
-    /// `work`'s document, or a failed one (retryable) once
-    /// `pipeline.job_timeout` is up: dropping `work` lets go of its slot,
-    /// its memory, its place in a batch.
+    /// `work`'s document, or a failed one (retryable) past the job's
+    /// [`deadline`]: dropping `work` lets go of its slot, its memory, its
+    /// place in a batch.
     async fn within_deadline(
         &self,
         job: &Job,
+        memory: &JobMemory,
         work: impl Future<Output = PredictionDoc>,
     ) -> PredictionDoc {
-        let timeout = self.config.pipeline.job_timeout;
-        tokio::time::timeout(timeout, work)
+        deadline::within(&self.config.pipeline, memory, work)
             .await
-            .unwrap_or_else(|_| {
-                let reason = format!("the job took longer than pipeline.job_timeout ({timeout:?})");
+            .unwrap_or_else(|late| {
                 aggregate::failed(
                     job,
-                    Failure::new(FailureClass::JobTimeout, reason, true),
+                    Failure::new(FailureClass::JobTimeout, late.to_string(), true),
                     Timings::default(),
                 )
             })
@@ -189,8 +192,11 @@ impl Pipeline {
         held: Reservation,
         mut timings: Timings,
         meter: &Meter,
+        memory: &JobMemory,
     ) -> PredictionDoc {
-        let doc = self.stages(job, image, held, &mut timings, meter).await;
+        let doc = self
+            .stages(job, image, held, &mut timings, meter, memory)
+            .await;
         doc.unwrap_or_else(|failure| aggregate::failed(job, failure, timings))
     }
 
@@ -203,6 +209,7 @@ impl Pipeline {
         held: Reservation,
         timings: &mut Timings,
         meter: &Meter,
+        memory: &JobMemory,
     ) -> Result<PredictionDoc, Failure> {
         let started = Instant::now();
         let image_config = self.config.image.clone();
@@ -213,7 +220,7 @@ impl Pipeline {
             prepare(image, &image_config)
         } else {
             // Decoding holds its pixels until the image is scaled.
-            let _decoding = self.budget.reserve(decoded).await;
+            let _decoding = memory.reserve(decoded).await;
             tokio::task::spawn_blocking(move || prepare(image, &image_config))
                 .await
                 .map_err(|error| Failure::new(FailureClass::Internal, error.to_string(), true))?
