@@ -50,9 +50,7 @@ impl MemoryBudget {
     /// Waits until `bytes` (at most the whole budget) are free, and holds
     /// them.
     pub async fn reserve(&self, bytes: usize) -> Reservation {
-        let units = u32::try_from(bytes.div_ceil(UNIT))
-            .unwrap_or(u32::MAX)
-            .min(self.total);
+        let units = self.units(bytes);
         if units == 0 {
             return Reservation::default();
         }
@@ -63,6 +61,26 @@ impl MemoryBudget {
         Reservation {
             permit: Some(permit),
         }
+    }
+
+    /// `bytes` (at most the whole budget) if they are free now.
+    fn try_reserve(&self, bytes: usize) -> Option<Reservation> {
+        let units = self.units(bytes);
+        if units == 0 {
+            return Some(Reservation::default());
+        }
+        let permit = Arc::clone(&self.permits)
+            .try_acquire_many_owned(units)
+            .ok()?;
+        Some(Reservation {
+            permit: Some(permit),
+        })
+    }
+
+    fn units(&self, bytes: usize) -> u32 {
+        u32::try_from(bytes.div_ceil(UNIT))
+            .unwrap_or(u32::MAX)
+            .min(self.total)
     }
 
     /// Bytes free now.
@@ -111,6 +129,23 @@ impl JobMemory {
         self.budget.reserve(bytes).await
     }
 
+    /// `held` and `extra` bytes more, as one reservation. If they are not
+    /// free at once, `held` is given back first and both are waited for
+    /// together: a job never waits while holding memory, or jobs holding
+    /// their downloads and each waiting to decode would wait on each other
+    /// for ever once their downloads filled the budget. Meanwhile what
+    /// `held` accounted for stays in memory (a download's body, at most
+    /// `fetch.max_bytes`) without being counted.
+    pub async fn grow(&self, mut held: Reservation, extra: usize) -> Reservation {
+        if let Some(more) = self.budget.try_reserve(extra) {
+            held.merge(more);
+            return held;
+        }
+        let total = held.bytes() + extra;
+        drop(held);
+        self.reserve(total).await
+    }
+
     pub fn waited(&self) -> Waited {
         let waits = *self.waits.lock().expect("never poisoned");
         Waited {
@@ -156,6 +191,27 @@ impl Reservation {
             (Some(mine), Some(theirs)) => mine.merge(theirs),
             (None, theirs) => self.permit = theirs,
             (Some(_), None) => {}
+        }
+    }
+
+    /// Splits `bytes` (whole units, at most all it holds) off into a
+    /// reservation of their own, to be given back sooner.
+    pub fn split_off(&mut self, bytes: usize) -> Reservation {
+        let units = bytes.div_ceil(UNIT);
+        let permit = self.permit.as_mut().and_then(|permit| {
+            let units = units.min(permit.num_permits());
+            if units == permit.num_permits() {
+                return None;
+            }
+            permit.split(units)
+        });
+        match permit {
+            Some(permit) => Reservation {
+                permit: Some(permit),
+            },
+            // All of it, or nothing held.
+            None if units > 0 => std::mem::take(self),
+            None => Reservation::default(),
         }
     }
 
@@ -215,6 +271,42 @@ mod tests {
         let waited = other.waited();
         assert!(!waited.waiting);
         assert!(waited.total >= Duration::from_millis(50), "{waited:?}");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn jobs_holding_downloads_and_waiting_to_decode_do_not_wait_on_each_other() {
+        // Two jobs hold their downloads (4 KiB each of 10); each then needs
+        // 5 KiB more to decode. Waiting while holding, neither would ever
+        // get it; growing gives its download back while it waits.
+        let budget = MemoryBudget::new(10 * 1024);
+        let (a, b) = (JobMemory::new(&budget), JobMemory::new(&budget));
+        let held_a = a.reserve(4 * 1024).await;
+        let held_b = b.reserve(4 * 1024).await;
+        async fn decode(memory: &JobMemory, held: Reservation) {
+            let mut all = memory.grow(held, 5 * 1024).await;
+            let decoding = all.split_off(5 * 1024);
+            assert_eq!((all.bytes(), decoding.bytes()), (4 * 1024, 5 * 1024));
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+        let both = async { tokio::join!(decode(&a, held_a), decode(&b, held_b)) };
+        tokio::time::timeout(Duration::from_secs(60), both)
+            .await
+            .expect("both jobs decode");
+        assert_eq!(budget.available(), 10 * 1024);
+    }
+
+    #[tokio::test]
+    async fn a_split_reservation_gives_back_each_part_on_its_own() {
+        let budget = MemoryBudget::new(10 * 1024);
+        let mut all = budget.reserve(6 * 1024).await;
+        let part = all.split_off(2 * 1024);
+        assert_eq!((all.bytes(), part.bytes()), (4 * 1024, 2 * 1024));
+        drop(part);
+        assert_eq!(budget.available(), 6 * 1024);
+        let rest = all.split_off(1 << 30);
+        assert_eq!((all.bytes(), rest.bytes()), (0, 4 * 1024));
+        drop(rest);
+        assert_eq!(budget.available(), 10 * 1024);
     }
 
     #[tokio::test]

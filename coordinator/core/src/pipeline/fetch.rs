@@ -245,7 +245,7 @@ impl Fetcher {
             if body.len() > reserved_body {
                 let step = (body.len() - reserved_body).max(RESERVE_STEP_BYTES);
                 let waiting = Instant::now();
-                reservation.merge(memory.reserve(step * HELD_PER_BODY_BYTE).await);
+                reservation = memory.grow(reservation, step * HELD_PER_BODY_BYTE).await;
                 deadline += waiting.elapsed();
                 reserved_body += step;
             }

@@ -215,15 +215,18 @@ impl Pipeline {
         let image_config = self.config.image.clone();
         let invalid = |error: PrepareError| Failure::new(error.class(), error.to_string(), false);
         let decoded = decode_bytes(&image, &image_config).map_err(invalid)?;
-        let prepared = if decoded == 0 {
+        let (prepared, held) = if decoded == 0 {
             // Only the header is read: cheap enough for this thread.
-            prepare(image, &image_config)
+            (prepare(image, &image_config), held)
         } else {
-            // Decoding holds its pixels until the image is scaled.
-            let _decoding = memory.reserve(decoded).await;
-            tokio::task::spawn_blocking(move || prepare(image, &image_config))
+            // Decoding holds its pixels until the image is scaled; reserved
+            // with the download's share, never while holding it.
+            let mut held = memory.grow(held, decoded).await;
+            let _decoding = held.split_off(decoded);
+            let prepared = tokio::task::spawn_blocking(move || prepare(image, &image_config))
                 .await
-                .map_err(|error| Failure::new(FailureClass::Internal, error.to_string(), true))?
+                .map_err(|error| Failure::new(FailureClass::Internal, error.to_string(), true))?;
+            (prepared, held)
         };
         let Prepared {
             bytes,
