@@ -9,7 +9,8 @@ provided.al2023) and its model folder, weights and licences, zipped into
     classify.zip    bootstrap (classify),  models/age-gender/  (age and gender)
 
 The binaries are built with cargo-zigbuild against glibc 2.34, Amazon
-Linux 2023's (the machine's own glibc is newer, and a plain build asks for
+Linux 2023's, for x86_64 or (`--arch arm64`, into `lambda-arm64/`) for
+Graviton (the machine's own glibc is newer, and a plain build asks for
 symbols 2023 does not have). The checks, each failing the script:
 
     zip <= 50 MB (Lambda's direct-upload limit)
@@ -37,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 TARGET_DIR = ROOT / os.environ.get("CARGO_TARGET_DIR", "target")
 # Where installed tools live: LAMBDEX_SERVICES_DIR or the git-ignored .services/.
 SERVICES_DIR = ROOT / os.environ.get("LAMBDEX_SERVICES_DIR", ".services")
-TARGET = "x86_64-unknown-linux-gnu"
+# Lambda's architectures and the Rust targets they build for.
+TARGETS = {"x86_64": "x86_64-unknown-linux-gnu", "arm64": "aarch64-unknown-linux-gnu"}
 GLIBC_MAX = (2, 34)  # Amazon Linux 2023
 ZIP_MAX = 50 * 1024 * 1024
 UNZIPPED_MAX = 250 * 1024 * 1024
@@ -71,7 +73,7 @@ def ensure_cargo_zigbuild():
         run(["cargo", "install", "--locked", "cargo-zigbuild", "--version", CARGO_ZIGBUILD])
 
 
-def build():
+def build(target):
     ensure_cargo_zigbuild()
     env = zig_env()
     # No debug info in what ships: smaller zips, same code.
@@ -79,21 +81,23 @@ def build():
     env["CARGO_PROFILE_RELEASE_STRIP"] = "debuginfo"
     run(["cargo", "zigbuild", "--release", "--locked", "-p", "lambdex-functions",
          "--bin", "face-crop", "--bin", "classify",
-         "--target", f"{TARGET}.{GLIBC_MAX[0]}.{GLIBC_MAX[1]}"], cwd=ROOT, env=env)
+         "--target", f"{target}.{GLIBC_MAX[0]}.{GLIBC_MAX[1]}"], cwd=ROOT, env=env)
 
 
 def glibc_versions(binary):
-    """Every GLIBC_x.y[.z] symbol version the binary asks for."""
-    output = subprocess.run(["objdump", "-T", str(binary)], check=True,
-                            capture_output=True, text=True).stdout
+    """Every GLIBC_x.y[.z] symbol version the binary asks for: objdump's
+    dynamic symbols, or for a binary this machine's objdump cannot read (an
+    arm64 one on x86) the version names in the file itself."""
+    listed = subprocess.run(["objdump", "-T", str(binary)], capture_output=True, text=True)
+    output = listed.stdout if listed.returncode == 0 else binary.read_bytes().decode("latin-1")
     found = set()
     for match in re.finditer(r"GLIBC_(\d+)\.(\d+)(?:\.(\d+))?", output):
         found.add(tuple(int(part) for part in match.groups() if part is not None))
     return sorted(found)
 
 
-def package(name, binary_name, model_folder, out_dir):
-    binary = TARGET_DIR / TARGET / "release" / binary_name
+def package(name, binary_name, model_folder, out_dir, target):
+    binary = TARGET_DIR / target / "release" / binary_name
     models = ROOT / "models" / model_folder
     if not binary.exists():
         sys.exit(f"{binary} is missing: build first (without --skip-build)")
@@ -202,15 +206,21 @@ def main():
                         help="package and check the binaries already built")
     parser.add_argument("--smoke", action="store_true",
                         help="then run the packages on the local Lambda (needs the release lambdex)")
+    parser.add_argument("--arch", choices=sorted(TARGETS), default="x86_64",
+                        help="the Lambda architecture to build for")
     args = parser.parse_args()
+    target = TARGETS[args.arch]
+    if args.smoke and not target.startswith(os.uname().machine):
+        sys.exit(f"--smoke runs the packages here: this {os.uname().machine} machine "
+                 f"cannot run {args.arch} binaries")
     if not args.skip_build:
-        build()
-    out_dir = TARGET_DIR / "lambda"
+        build(target)
+    out_dir = TARGET_DIR / ("lambda" if args.arch == "x86_64" else f"lambda-{args.arch}")
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = False
     print(f"{'package':<10} {'zip':>10} {'unzipped':>10} {'bootstrap':>10}  newest glibc  checks")
     for name, (binary_name, model_folder) in PACKAGES.items():
-        result = package(name, binary_name, model_folder, out_dir)
+        result = package(name, binary_name, model_folder, out_dir, target)
         problems = check(result)
         newest = ".".join(map(str, result["glibc"][-1])) if result["glibc"] else "-"
         print(f"{name:<10} {mb(result['zip_bytes']):>10} {mb(result['unzipped_bytes']):>10} "

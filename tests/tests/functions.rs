@@ -332,7 +332,9 @@ fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
 
 #[test]
 fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
-    use lambdex_functions::{kernels, onnx, onnx::OnnxFile};
+    use lambdex_functions::kernels::simd::{self, Level};
+    use lambdex_functions::kernels::{self, Choice};
+    use lambdex_functions::{onnx, onnx::OnnxFile};
     use tract_onnx::prelude::*;
 
     // Swapped ops per model: whole residual blocks, then the 3×3 depthwise
@@ -346,7 +348,7 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
         let shape = [1, size, size, 3];
         let mut model = onnx.typed_model(&shape).expect("loads");
         assert_eq!(
-            kernels::substitute(&mut model).expect("swaps"),
+            kernels::substitute(&mut model, Choice::OURS).expect("swaps"),
             swapped,
             "{file}"
         );
@@ -357,19 +359,23 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
             .flat_map(|p| p.0.map(|v| v as f32 / 127.5 - 1.0));
         let input = tract_ndarray::Array4::from_shape_vec(shape, pixels.collect()).expect("fits");
         let input: Tensor = input.into();
-        let run = |plan: onnx::Plan| onnx::run(&plan, input.clone()).expect("runs");
-        let ours = run(onnx.plan(&shape).expect("plans"));
-        let tracts = run(onnx.tract_plan(&shape).expect("plans"));
-        assert_eq!(ours.len(), tracts.len());
-        for (a, b) in ours.iter().zip(&tracts) {
-            let a = onnx::f32_values(a).expect("f32 output");
-            let b = onnx::f32_values(b).expect("f32 output");
-            assert_eq!(a.len(), b.len());
-            for (x, y) in a.iter().zip(b) {
-                assert!(
-                    (x - y).abs() <= 1e-4 * y.abs().max(1.0),
-                    "{file}: {x} against {y}"
-                );
+        let run = |plan: &onnx::Plan| onnx::run(plan, input.clone()).expect("runs");
+        let tracts = run(&onnx.tract_plan(&shape).expect("plans"));
+        // Every SIMD level this CPU runs gives tract's outputs.
+        let ours = onnx.plan_with(&shape, Choice::OURS).expect("plans");
+        for level in Level::available() {
+            let ours = simd::with_level(level, || run(&ours));
+            assert_eq!(ours.len(), tracts.len());
+            for (a, b) in ours.iter().zip(&tracts) {
+                let a = onnx::f32_values(a).expect("f32 output");
+                let b = onnx::f32_values(b).expect("f32 output");
+                assert_eq!(a.len(), b.len());
+                for (x, y) in a.iter().zip(b) {
+                    assert!(
+                        (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                        "{file} at {level}: {x} against {y}"
+                    );
+                }
             }
         }
     }
@@ -377,12 +383,13 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
 
 #[test]
 fn the_layer_profile_accounts_for_every_node_by_op() {
+    use lambdex_functions::kernels::Choice;
     use lambdex_functions::onnx::{self, OnnxFile};
     use tract_onnx::prelude::*;
 
     let onnx = OnnxFile::read(&models_dir().join(models::BLAZEFACE_FRONT)).expect("reads");
     let shape = [1, 128, 128, 3];
-    let plan = onnx.plan(&shape).expect("plans");
+    let plan = onnx.plan_with(&shape, Choice::OURS).expect("plans");
     let input = Tensor::zero::<f32>(&shape).expect("a tensor");
     let times = onnx::profile(&plan, &input, 3).expect("profiles");
 

@@ -1,10 +1,12 @@
-//! The machine a bench runs on. Its figures hold for that CPU only — the
-//! same face-crop binary bills several times longer on an AVX2-only host
-//! than on an AVX-512 one (BENCHMARKS.md) — so the benches print the host
-//! beside what they measured.
+//! The machine a bench runs on. Its figures hold for that CPU and SIMD
+//! level only — the same face-crop binary bills several times longer on an
+//! AVX2-only host than on an AVX-512 one (BENCHMARKS.md) — so the benches
+//! print the host and the level our kernels ran at beside what they
+//! measured.
 
 use std::fmt;
 
+use lambdex_functions::kernels::simd::{self, Level};
 use serde::Serialize;
 
 /// The CPU a bench ran on, as far as the OS says.
@@ -13,61 +15,19 @@ pub struct Machine {
     /// `model name` from `/proc/cpuinfo`, or "unknown".
     pub cpu: String,
     pub arch: &'static str,
-    /// The widest vector instructions the kernels can pick at run time.
-    pub simd: Simd,
+    /// The widest SIMD level this CPU has.
+    #[serde(serialize_with = "level_name")]
+    pub simd: Level,
+    /// The level our kernels run at in this process: [`Machine::simd`],
+    /// or lower when `LAMBDEX_SIMD` caps it.
+    #[serde(serialize_with = "level_name")]
+    pub kernels_at: Level,
     /// Cores this process may use.
     pub cores: usize,
 }
 
-/// The widest SIMD level that tract and our kernels (multiversion, pulp)
-/// choose from at run time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Simd {
-    Avx512,
-    Avx2Fma,
-    /// x86_64 without AVX2 and FMA: the kernels fall back to SSE.
-    Sse,
-    Neon,
-    Other,
-}
-
-impl Simd {
-    /// This CPU's level.
-    pub fn detect() -> Self {
-        #[cfg(target_arch = "x86_64")]
-        {
-            if std::arch::is_x86_feature_detected!("avx512f") {
-                Self::Avx512
-            } else if std::arch::is_x86_feature_detected!("avx2")
-                && std::arch::is_x86_feature_detected!("fma")
-            {
-                Self::Avx2Fma
-            } else {
-                Self::Sse
-            }
-        }
-        #[cfg(target_arch = "aarch64")]
-        {
-            Self::Neon
-        }
-        #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
-        {
-            Self::Other
-        }
-    }
-}
-
-impl fmt::Display for Simd {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Self::Avx512 => "AVX-512",
-            Self::Avx2Fma => "AVX2 and FMA, no AVX-512",
-            Self::Sse => "SSE only",
-            Self::Neon => "NEON",
-            Self::Other => "no SIMD the kernels know",
-        })
-    }
+fn level_name<S: serde::Serializer>(level: &Level, serializer: S) -> Result<S::Ok, S::Error> {
+    serializer.serialize_str(level.name())
 }
 
 impl Machine {
@@ -77,7 +37,8 @@ impl Machine {
         Self {
             cpu: cpu_model(&cpuinfo).unwrap_or("unknown").to_owned(),
             arch: std::env::consts::ARCH,
-            simd: Simd::detect(),
+            simd: Level::detected(),
+            kernels_at: simd::level(),
             cores: std::thread::available_parallelism().map_or(1, usize::from),
         }
     }
@@ -87,8 +48,8 @@ impl fmt::Display for Machine {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{} ({}, {}), {} core(s)",
-            self.cpu, self.arch, self.simd, self.cores
+            "{} ({}, SIMD up to {}; our kernels at {}), {} core(s)",
+            self.cpu, self.arch, self.simd, self.kernels_at, self.cores
         )
     }
 }

@@ -2,7 +2,8 @@
 //! the per-image path, the models alone against onnxruntime's reference
 //! figures, and each function's cold start on the local Lambda.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::Context as _;
@@ -10,26 +11,22 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use lambdex_functions::decode::{DecodeLimits, decode};
 use lambdex_functions::detect::Region;
 use lambdex_functions::handler::classify_request;
-use lambdex_functions::onnx::{self, OnnxFile};
+use lambdex_functions::kernels::Choice;
+use lambdex_functions::kernels::simd::{self, Level, SIMD_ENV};
+use lambdex_functions::onnx::{self, OnnxFile, Tensor};
 use lambdex_functions::{FaceCropConfig, FaceCropper, Task, models};
 use lambdex_local::config::PROJECT_MEMORY_MB;
 use lambdex_local::{InvokeInput, LocalConfig, LocalLambda};
 use lambdex_proto::Report;
 use lambdex_proto::{Base64Bytes, ClassifyRequest, FaceCropRequest};
 
-use crate::machine::{Machine, Simd};
+use serde::{Deserialize, Serialize};
 
-/// onnxruntime 1.32, single thread, on an AMD EPYC with AVX-512 (see
-/// `models/PROVENANCE.md`): BlazeFace 128, BlazeFace 256, age-v1, gender-v1.
-const ONNXRUNTIME_MS: [(&str, f64); 4] = [
-    ("blazeface-128", 1.13),
-    ("blazeface-256", 5.7),
-    ("age-v1", 1.1),
-    ("gender-v1", 0.29),
-];
-/// The SIMD level of the machine [`ONNXRUNTIME_MS`] was measured on: on
-/// another, the ratios compare two machines.
-const ONNXRUNTIME_SIMD: Simd = Simd::Avx512;
+use crate::machine::Machine;
+
+/// Runs the networks at the level `LAMBDEX_SIMD` names and prints their
+/// times as JSON: the child `bench models` starts once per SIMD level.
+const CHILD_FLAG: &str = "--one-level";
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -50,6 +47,78 @@ pub struct Args {
     /// The folder holding blazeface/ and age-gender/.
     #[arg(long, env = models::MODELS_DIR_ENV)]
     models_dir: Option<PathBuf>,
+    /// The SIMD levels to measure the networks at (each in a process of
+    /// its own, tract's kernels taken down to the same level), e.g.
+    /// `avx2,sse`. Default: every level this CPU runs.
+    #[arg(long, value_delimiter = ',', value_parser = parse_level)]
+    levels: Vec<Level>,
+    /// Measure only the level this process runs at and print JSON (what
+    /// the per-level children do).
+    #[arg(long = "one-level", hide = true)]
+    one_level: bool,
+}
+
+fn parse_level(name: &str) -> Result<Level, String> {
+    let level = Level::parse(name)
+        .ok_or_else(|| format!("{name:?}: not a SIMD level (avx512, avx2, sse, neon or scalar)"))?;
+    if Level::available().contains(&level) {
+        Ok(level)
+    } else {
+        Err(format!(
+            "this CPU cannot run {level} (it has {})",
+            Level::available()
+                .iter()
+                .map(|level| level.name())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ))
+    }
+}
+
+/// The four networks of the per-image path at one SIMD level.
+#[derive(Debug, Serialize, Deserialize)]
+struct LevelTimes {
+    level: String,
+    /// The kernels the table chooses at this level.
+    chosen: String,
+    networks: Vec<NetworkTimes>,
+    /// With `--layers`: each network's op-by-op table, rendered.
+    layers: Vec<(String, String)>,
+}
+
+/// One network's median ms with the chosen kernels, with all of ours and
+/// with tract's alone.
+#[derive(Debug, Serialize, Deserialize)]
+struct NetworkTimes {
+    name: String,
+    chosen_ms: f64,
+    ours_ms: f64,
+    tract_ms: f64,
+}
+
+/// The networks of the per-image path: name, file, input shape.
+fn networks() -> [(&'static str, &'static str, Vec<usize>); 4] {
+    let (_, age_file, age_side) = Task::Age.model();
+    let (_, gender_file, gender_side) = Task::Gender.model();
+    let (age_side, gender_side) = (age_side as usize, gender_side as usize);
+    [
+        (
+            "blazeface-128",
+            models::BLAZEFACE_FRONT,
+            vec![1, 128, 128, 3],
+        ),
+        (
+            "blazeface-256",
+            models::BLAZEFACE_BACK,
+            vec![1, 256, 256, 3],
+        ),
+        ("age-v1", age_file, vec![1, 3, age_side, age_side]),
+        (
+            "gender-v1",
+            gender_file,
+            vec![1, 3, gender_side, gender_side],
+        ),
+    ]
 }
 
 /// Median of `iterations` timed runs of `work`, after one warm-up, in ms.
@@ -84,6 +153,18 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let detector = cropper.detector();
     let whole = Region::whole(&image);
 
+    let inputs = [
+        detector.front().input(&image, whole),
+        detector.back().input(&image, whole),
+        age.input(&chip),
+        gender.input(&chip),
+    ];
+    if args.one_level {
+        let times = level_times(&models_dir, &inputs, n, args.layers)?;
+        println!("{}", serde_json::to_string(&times)?);
+        return Ok(());
+    }
+
     println!(
         "lambdex bench models — {} ({}×{}, {} face(s)), median of {n} runs, one thread\n",
         args.image.display(),
@@ -94,83 +175,32 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     let host = Machine::this();
     println!("host: {host}\n");
 
-    // The networks alone, against onnxruntime.
-    let front_input = detector.front().input(&image, whole);
-    let back_input = detector.back().input(&image, whole);
-    let age_input = age.input(&chip);
-    let gender_input = gender.input(&chip);
-    let model_ms = [
-        median_ms(n, || detector.front().infer(front_input.clone())),
-        median_ms(n, || detector.back().infer(back_input.clone())),
-        median_ms(n, || age.infer(age_input.clone())),
-        median_ms(n, || gender.infer(gender_input.clone())),
-    ];
-    // The same networks on tract's kernels alone: what `kernels` saves.
-    let (_, age_file, age_side) = Task::Age.model();
-    let (_, gender_file, gender_side) = Task::Gender.model();
-    let tract_only = [
-        (models::BLAZEFACE_FRONT, vec![1, 128, 128, 3], &front_input),
-        (models::BLAZEFACE_BACK, vec![1, 256, 256, 3], &back_input),
-        (
-            age_file,
-            vec![1, 3, age_side as usize, age_side as usize],
-            &age_input,
+    // The networks alone at every level, beside onnxruntime on this host.
+    let levels = if args.levels.is_empty() {
+        Level::available()
+    } else {
+        args.levels.clone()
+    };
+    let mut measured = Vec::with_capacity(levels.len());
+    for level in levels {
+        measured.push(measure_level(level, &args, &models_dir)?);
+    }
+    let reference = onnxruntime_ms(&models_dir, n);
+    println!("{}\n", levels_table(&measured, reference.as_ref().ok()));
+    match &reference {
+        Ok(reference) => println!(
+            "onnxruntime {} ran at this CPU's widest level ({}), one thread.\n",
+            reference.version, host.simd
         ),
-        (
-            gender_file,
-            vec![1, 3, gender_side as usize, gender_side as usize],
-            &gender_input,
-        ),
-    ];
-    let mut tract_ms = Vec::new();
-    let mut layers = Vec::new();
-    for (file, shape, input) in tract_only {
-        let model = OnnxFile::read(&models_dir.join(file))?;
-        let plan = model.tract_plan(&shape)?;
-        tract_ms.push(median_ms(n, || onnx::run(&plan, input.clone())));
-        if args.layers {
-            let ours = onnx::profile(&model.plan(&shape)?, input, n)?;
-            layers.push((file, layers_table(&ours, &onnx::profile(&plan, input, n)?)));
+        Err(reason) => println!("onnxruntime not measured: {reason}\n"),
+    }
+    for times in &measured {
+        for (file, table) in &times.layers {
+            println!(
+                "{file} at {}, op by op (mean per run):\n{table}\n",
+                times.level
+            );
         }
-    }
-    let mut table = Table::new();
-    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
-        "model (inference only)",
-        "tract + our kernels ms",
-        "tract's kernels only ms",
-        "onnxruntime ms",
-        "ratio",
-    ]);
-    for (((name, reference), ms), tract_ms) in ONNXRUNTIME_MS.iter().zip(model_ms).zip(tract_ms) {
-        table.add_row(vec![
-            (*name).to_owned(),
-            format!("{ms:.2}"),
-            format!("{tract_ms:.2}"),
-            format!("{reference:.2}"),
-            format!("{:.2}×", ms / reference),
-        ]);
-    }
-    let (ours, theirs): (f64, f64) = (
-        model_ms.iter().sum(),
-        ONNXRUNTIME_MS.iter().map(|(_, ms)| ms).sum(),
-    );
-    table.add_row(vec![
-        "per-image model time (one face)".to_owned(),
-        format!("{ours:.2}"),
-        String::new(),
-        format!("{theirs:.2}"),
-        format!("{:.2}× (target ≤ 1.20×)", ours / theirs),
-    ]);
-    println!("{table}\n");
-    if host.simd != ONNXRUNTIME_SIMD {
-        println!(
-            "onnxruntime's times were measured with {ONNXRUNTIME_SIMD}; this host has {}, so the \
-             ratios compare two machines (onnxruntime here: see models/PROVENANCE.md).\n",
-            host.simd
-        );
-    }
-    for (file, table) in layers {
-        println!("{file}, op by op (mean per run):\n{table}\n");
     }
 
     // Each stage of the per-image path, as the functions run it.
@@ -231,6 +261,199 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         cold_starts(&models_dir, &crop_request, &classify, args.cold_starts).await?;
     }
     Ok(())
+}
+
+/// The networks at this process's SIMD level: with the chosen kernels,
+/// all of ours and tract's alone, and with `layers` op by op.
+fn level_times(
+    models_dir: &Path,
+    inputs: &[Tensor; 4],
+    n: usize,
+    layers: bool,
+) -> anyhow::Result<LevelTimes> {
+    let chosen = Choice::current();
+    let mut times = LevelTimes {
+        level: simd::level().to_string(),
+        chosen: chosen.to_string(),
+        networks: Vec::new(),
+        layers: Vec::new(),
+    };
+    for ((name, file, shape), input) in networks().into_iter().zip(inputs) {
+        let model = OnnxFile::read(&models_dir.join(file))?;
+        let plans = [
+            model.plan_with(&shape, chosen)?,
+            model.plan_with(&shape, Choice::OURS)?,
+            model.tract_plan(&shape)?,
+        ];
+        let [chosen_ms, ours_ms, tract_ms] = interleaved_medians_ms(n, &plans, input);
+        times.networks.push(NetworkTimes {
+            name: name.to_owned(),
+            chosen_ms,
+            ours_ms,
+            tract_ms,
+        });
+        if layers {
+            let ours = onnx::profile(&plans[1], input, n)?;
+            let table = layers_table(&ours, &onnx::profile(&plans[2], input, n)?);
+            times.layers.push((file.to_owned(), table.to_string()));
+        }
+    }
+    Ok(times)
+}
+
+/// Each plan's median ms over `n` rounds that run every plan once, so
+/// that what drifts over a run (another process, the CPU's clock) weighs
+/// on all three alike.
+fn interleaved_medians_ms(n: usize, plans: &[onnx::Plan; 3], input: &Tensor) -> [f64; 3] {
+    let mut times: [Vec<f64>; 3] = Default::default();
+    for round in 0..=n.max(1) {
+        for (plan, times) in plans.iter().zip(&mut times) {
+            let started = Instant::now();
+            let _ = std::hint::black_box(onnx::run(plan, input.clone()));
+            // The first round warms up.
+            if round > 0 {
+                times.push(started.elapsed().as_secs_f64() * 1000.0);
+            }
+        }
+    }
+    times.map(|mut times| {
+        times.sort_by(f64::total_cmp);
+        times[times.len() / 2]
+    })
+}
+
+/// Runs this bench again in a process of its own at `level`, tract's
+/// kernels capped at the same level (`TRACT_CPU_ISA`, read once per
+/// process), and reads what it measured.
+fn measure_level(level: Level, args: &Args, models_dir: &Path) -> anyhow::Result<LevelTimes> {
+    let program = std::env::current_exe().context("finding this program")?;
+    let mut command = std::process::Command::new(program);
+    command
+        .args(["bench", "models", CHILD_FLAG, "--cold-starts", "0"])
+        .arg("--iterations")
+        .arg(args.iterations.to_string())
+        .arg("--image")
+        .arg(&args.image)
+        .arg("--models-dir")
+        .arg(models_dir)
+        .env(SIMD_ENV, level.name())
+        .env_remove(TRACT_ISA_ENV)
+        .stderr(std::process::Stdio::inherit());
+    if let Some(isa) = level.tract_isa() {
+        command.env(TRACT_ISA_ENV, isa);
+    }
+    if args.layers {
+        command.arg("--layers");
+    }
+    let output = command
+        .output()
+        .with_context(|| format!("measuring at {level}"))?;
+    anyhow::ensure!(
+        output.status.success(),
+        "measuring at {level}: the child process {}",
+        output.status
+    );
+    let json = String::from_utf8_lossy(&output.stdout);
+    let line = json.lines().last().unwrap_or_default();
+    serde_json::from_str(line).with_context(|| format!("reading what {level} measured: {line}"))
+}
+
+/// tract's switch for its own kernels' instruction sets.
+const TRACT_ISA_ENV: &str = "TRACT_CPU_ISA";
+
+/// onnxruntime's times on this host, in this run.
+#[derive(Debug, Deserialize)]
+struct Reference {
+    version: String,
+    /// Median ms by network name.
+    networks: BTreeMap<String, f64>,
+}
+
+/// Runs `models/onnxruntime_times.py` (onnxruntime and numpy must be
+/// importable: `PYTHONPATH` may point at them); why not, if it cannot.
+fn onnxruntime_ms(models_dir: &Path, n: usize) -> Result<Reference, String> {
+    let script = models_dir.join("onnxruntime_times.py");
+    if !script.is_file() {
+        return Err(format!("{} is missing", script.display()));
+    }
+    let output = std::process::Command::new("python3")
+        .arg(&script)
+        .args(["--json", "--iterations"])
+        .arg(n.max(100).to_string())
+        .output()
+        .map_err(|error| format!("cannot run python3: {error}"))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let last = stderr.lines().last().unwrap_or_default();
+        return Err(format!(
+            "{last} (install it with `python3 -m pip install --target DIR onnxruntime numpy` \
+             and set PYTHONPATH=DIR)"
+        ));
+    }
+    serde_json::from_slice(&output.stdout)
+        .map_err(|error| format!("{}: unreadable output: {error}", script.display()))
+}
+
+/// The target per-image model time against onnxruntime at `level`.
+fn target(level: &str) -> Option<f64> {
+    match level {
+        "avx512" => Some(1.0),
+        "avx2" => Some(1.2),
+        _ => None,
+    }
+}
+
+/// One row per network and a per-image total, per level.
+fn levels_table(measured: &[LevelTimes], reference: Option<&Reference>) -> Table {
+    let mut table = Table::new();
+    table.load_preset(UTF8_FULL_CONDENSED).set_header(vec![
+        "SIMD level",
+        "network (inference only)",
+        "chosen kernels ms",
+        "all of ours ms",
+        "tract's only ms",
+        "onnxruntime ms",
+        "chosen / onnxruntime",
+    ]);
+    let reference_ms = |name: &str| reference.and_then(|r| r.networks.get(name).copied());
+    let ratio = |ms: f64, reference: Option<f64>| {
+        reference.map_or_else(String::new, |reference| format!("{:.2}×", ms / reference))
+    };
+    for times in measured {
+        for network in &times.networks {
+            let reference = reference_ms(&network.name);
+            table.add_row(vec![
+                times.level.clone(),
+                network.name.clone(),
+                format!("{:.2}", network.chosen_ms),
+                format!("{:.2}", network.ours_ms),
+                format!("{:.2}", network.tract_ms),
+                reference.map_or_else(String::new, |ms| format!("{ms:.2}")),
+                ratio(network.chosen_ms, reference),
+            ]);
+        }
+        let sum = |ms: fn(&NetworkTimes) -> f64| times.networks.iter().map(ms).sum::<f64>();
+        let reference: Option<f64> = times
+            .networks
+            .iter()
+            .map(|network| reference_ms(&network.name))
+            .sum();
+        let chosen = sum(|network| network.chosen_ms);
+        let mut judged = ratio(chosen, reference);
+        if let (Some(target), false) = (target(&times.level), judged.is_empty()) {
+            judged.push_str(&format!(" (target ≤ {target:.2}×)"));
+        }
+        table.add_row(vec![
+            times.level.clone(),
+            format!("per-image model time, kernels: {}", times.chosen),
+            format!("{chosen:.2}"),
+            format!("{:.2}", sum(|network| network.ours_ms)),
+            format!("{:.2}", sum(|network| network.tract_ms)),
+            reference.map_or_else(String::new, |ms| format!("{ms:.2}")),
+            judged,
+        ]);
+    }
+    table
 }
 
 /// Both plans' time by op, side by side: our plan's ops, slowest first,

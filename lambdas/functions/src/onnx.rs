@@ -19,10 +19,12 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tract_onnx::pb::{self, attribute_proto::AttributeType, tensor_proto::DataType};
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::knobs::KnobScope;
 use tract_onnx::tract_core::plan::{SimpleState, eval};
 
-use crate::kernels;
+use crate::kernels::{self, Choice};
+
+/// The tensors the networks take, for callers that hold inputs.
+pub use tract_onnx::prelude::Tensor;
 
 /// A model ready to run, single-threaded, and the sha256 of its file.
 pub type Plan = Arc<TypedSimplePlan>;
@@ -68,15 +70,25 @@ impl OnnxFile {
     }
 
     /// Builds the runnable plan for an f32 input 0 of the given shape, with
-    /// [`crate::kernels`]'s kernels wherever they apply.
+    /// the [`crate::kernels`] chosen for this CPU ([`Choice::current`]).
     pub fn plan(&self, input_shape: &[usize]) -> Result<Plan, LoadError> {
-        self.build(input_shape, true)
+        self.plan_with(input_shape, Choice::current())
     }
 
     /// The same plan with tract's own kernels throughout: the reference the
     /// faster ones are checked against.
     pub fn tract_plan(&self, input_shape: &[usize]) -> Result<Plan, LoadError> {
-        self.build(input_shape, false)
+        self.plan_with(input_shape, Choice::TRACT)
+    }
+
+    /// The plan with the `chosen` kernels wherever they apply.
+    pub fn plan_with(&self, input_shape: &[usize], chosen: Choice) -> Result<Plan, LoadError> {
+        let mut model = self.typed_model(input_shape)?;
+        let build = || -> TractResult<Plan> {
+            kernels::substitute(&mut model, chosen)?;
+            model.into_optimized()?.into_runnable()
+        };
+        build().map_err(|error| model_error(&self.path, &error))
     }
 
     /// The decluttered model for an f32 input 0 of the given shape, before
@@ -86,23 +98,6 @@ impl OnnxFile {
             let mut model = tract_onnx::onnx().model_for_proto_model(&self.proto)?;
             model.set_input_fact(0, f32::fact(input_shape).into())?;
             model.into_typed()?.into_decluttered()
-        };
-        build().map_err(|error| model_error(&self.path, &error))
-    }
-
-    fn build(&self, input_shape: &[usize], own_kernels: bool) -> Result<Plan, LoadError> {
-        let mut model = self.typed_model(input_shape)?;
-        let build = || -> TractResult<Plan> {
-            if !own_kernels {
-                return model.into_optimized()?.into_runnable();
-            }
-            kernels::substitute(&mut model)?;
-            // tract's direct convolution ran BlazeFace-256's first layer
-            // (5×5, stride 2, 3 → 24 channels) slower than im2col and a
-            // matrix product in a per-layer profile (BENCHMARKS.md). No
-            // other layer of our models is one tract would run directly.
-            let scope = KnobScope::new([("TRACT_DISABLE_DIRECT_SPATIAL", "true")])?;
-            scope.enter(|| model.into_optimized())?.into_runnable()
         };
         build().map_err(|error| model_error(&self.path, &error))
     }

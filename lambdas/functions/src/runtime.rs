@@ -11,6 +11,8 @@ use lambda_runtime_api_client::{PooledClient, body::Body, build_request};
 
 use crate::classify::Task;
 use crate::face_crop::{FaceCropConfig, FaceCropper};
+use crate::kernels::Choice;
+use crate::kernels::simd::Level;
 use crate::{MODEL_ENV, handler, models};
 
 /// Where init errors are reported.
@@ -47,9 +49,16 @@ pub async fn classify() -> Result<(), Error> {
 }
 
 /// Runs the init phase; a failure is reported to the Runtime API, then
-/// returned (the process exits with it).
+/// returned (the process exits with it). A bad `LAMBDEX_SIMD` or
+/// `LAMBDEX_KERNELS` fails it too, before any model is built.
 pub async fn init<T>(load: impl FnOnce() -> Result<T, Error>) -> Result<T, Error> {
-    match load() {
+    let checked = || -> Result<T, Error> {
+        let level = Level::from_env()?;
+        let chosen = Choice::from_env()?;
+        tracing::info!(simd = %level, kernels = %chosen, "kernels chosen");
+        load()
+    };
+    match checked() {
         Ok(loaded) => Ok(loaded),
         Err(error) => {
             if let Err(report) = report_init_error(&error.to_string()).await {

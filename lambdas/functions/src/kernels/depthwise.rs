@@ -3,7 +3,7 @@
 //! columns), after which each tap of a whole output row is one contiguous
 //! slice.
 
-use multiversion::multiversion;
+use pulp::{Simd, WithSimd};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
@@ -115,7 +115,13 @@ impl EvalOp for Depthwise3x3 {
                 cols,
                 stride,
             };
-            depthwise_plane(&rows, weights, b, out_plane, ow);
+            super::simd::dispatch(DepthwisePlane {
+                rows: &rows,
+                weights,
+                bias: b,
+                out_plane,
+                ow,
+            });
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -130,21 +136,41 @@ struct Phases<'a> {
 
 impl Phases<'_> {
     /// What tap `kx` reads in padded row `r` for `len` output columns.
+    #[inline]
     fn tap(&self, r: usize, kx: usize, len: usize) -> &[f32] {
         &self.phases[kx % self.stride][r * self.cols + kx / self.stride..][..len]
     }
 }
 
 /// One channel's outputs: the bias plus each tap's weight times its slice.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn depthwise_plane(rows: &Phases, weights: &[f32], bias: f32, out_plane: &mut [f32], ow: usize) {
-    for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
-        out_row.fill(bias);
-        for (ky, k) in weights.chunks_exact(3).enumerate() {
-            let r = oy * rows.stride + ky;
-            let (t0, t1, t2) = (rows.tap(r, 0, ow), rows.tap(r, 1, ow), rows.tap(r, 2, ow));
-            for (((out, a), b), c) in out_row.iter_mut().zip(t0).zip(t1).zip(t2) {
-                *out += k[0] * a + k[1] * b + k[2] * c;
+struct DepthwisePlane<'a> {
+    rows: &'a Phases<'a>,
+    weights: &'a [f32],
+    bias: f32,
+    out_plane: &'a mut [f32],
+    ow: usize,
+}
+
+impl WithSimd for DepthwisePlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            rows,
+            weights,
+            bias,
+            out_plane,
+            ow,
+        } = self;
+        for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
+            out_row.fill(bias);
+            for (ky, k) in weights.chunks_exact(3).enumerate() {
+                let r = oy * rows.stride + ky;
+                let (t0, t1, t2) = (rows.tap(r, 0, ow), rows.tap(r, 1, ow), rows.tap(r, 2, ow));
+                for (((out, a), b), c) in out_row.iter_mut().zip(t0).zip(t1).zip(t2) {
+                    *out += k[0] * a + k[1] * b + k[2] * c;
+                }
             }
         }
     }

@@ -1,7 +1,7 @@
 //! 2×2 max pools with stride 2: the larger of each column's two rows,
 //! then of each pair of columns, a whole row at a time.
 
-use multiversion::multiversion;
+use pulp::{Simd, WithSimd};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::{PaddingSpec, PoolSpec};
@@ -56,7 +56,13 @@ impl EvalOp for MaxPool2x2S2 {
             .chunks_exact(h * w)
             .zip(target.chunks_exact_mut(oh * ow));
         for (plane, out_plane) in planes {
-            max_pool_plane(plane, w, out_plane, ow, &mut columns);
+            super::simd::dispatch(PoolPlane {
+                plane,
+                w,
+                out_plane,
+                ow,
+                columns: &mut columns,
+            });
         }
         Ok(tvec!(output.into_tvalue()))
     }
@@ -64,16 +70,35 @@ impl EvalOp for MaxPool2x2S2 {
 
 /// One channel's 2×2/2 max pool: the larger of each column's two rows into
 /// `columns`, then the larger of each pair of columns.
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
-fn max_pool_plane(plane: &[f32], w: usize, out_plane: &mut [f32], ow: usize, columns: &mut [f32]) {
-    for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
-        let top = &plane[2 * oy * w..][..2 * ow];
-        let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
-        for ((m, a), b) in columns.iter_mut().zip(top).zip(bottom) {
-            *m = a.max(*b);
-        }
-        for (out, pair) in out_row.iter_mut().zip(columns.chunks_exact(2)) {
-            *out = pair[0].max(pair[1]);
+struct PoolPlane<'a> {
+    plane: &'a [f32],
+    w: usize,
+    out_plane: &'a mut [f32],
+    ow: usize,
+    columns: &'a mut [f32],
+}
+
+impl WithSimd for PoolPlane<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            plane,
+            w,
+            out_plane,
+            ow,
+            columns,
+        } = self;
+        for (oy, out_row) in out_plane.chunks_exact_mut(ow).enumerate() {
+            let top = &plane[2 * oy * w..][..2 * ow];
+            let bottom = &plane[(2 * oy + 1) * w..][..2 * ow];
+            for ((m, a), b) in columns.iter_mut().zip(top).zip(bottom) {
+                *m = a.max(*b);
+            }
+            for (out, pair) in out_row.iter_mut().zip(columns.chunks_exact(2)) {
+                *out = pair[0].max(pair[1]);
+            }
         }
     }
 }

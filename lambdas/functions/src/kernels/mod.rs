@@ -32,25 +32,28 @@ use tract_onnx::tract_core::ops::binary::TypedBinOp;
 use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec};
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
+mod choice;
 mod depthwise;
 mod max_pool;
 mod product;
 mod residual_block;
+pub mod simd;
 mod stem_conv;
 mod sum_relu;
 
+pub use choice::{Choice, ChoiceError, KERNELS_ENV, Kernel};
 pub use depthwise::Depthwise3x3;
 pub use max_pool::MaxPool2x2S2;
 pub use residual_block::ResidualBlock;
 pub use stem_conv::StemConv;
 pub use sum_relu::AddRelu;
 
-/// Replaces every node one of this module's ops can run; returns how many
+/// Replaces every node one of the `chosen` ops can run; returns how many
 /// ops it wired in.
-pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
+pub fn substitute(model: &mut TypedModel, chosen: Choice) -> TractResult<usize> {
     let mut replaced = 0;
     // Patching renumbers nodes, so look again from the start after each.
-    while let Some(patch) = next_patch(model)? {
+    while let Some(patch) = next_patch(model, chosen)? {
         patch.apply(model)?;
         replaced += 1;
     }
@@ -58,10 +61,13 @@ pub fn substitute(model: &mut TypedModel) -> TractResult<usize> {
 }
 
 /// A patch swapping the first node (or pair) this module has a kernel for.
-fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
+fn next_patch(model: &TypedModel, chosen: Choice) -> TractResult<Option<TypedModelPatch>> {
     // Whole residual blocks first, before their depthwise convolutions and
     // sums are swapped one by one.
     for node in model.nodes() {
+        if !chosen.uses(Kernel::ResidualBlock) {
+            break;
+        }
         if let Some(block) = residual_block::matched(model, node)? {
             // The block becomes one op on its input and weights, in place
             // of the ReLU.
@@ -78,7 +84,8 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
     }
     for node in model.nodes() {
         let op: Box<dyn TypedOp> = if let Some(pool) = node.op_as::<MaxPool>() {
-            if pool.with_index_outputs.is_some()
+            if !chosen.uses(Kernel::MaxPool)
+                || pool.with_index_outputs.is_some()
                 || !max_pool::is_2x2_s2(&pool.pool_spec)
                 || !is_f32_rank4(model.outlet_fact(node.inputs[0])?)
             {
@@ -86,14 +93,20 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
             }
             Box::new(MaxPool2x2S2)
         } else if let Some(conv) = node.op_as::<Conv>() {
-            if let Some(op) = depthwise::matched(conv, model, node)? {
+            if let Some(op) =
+                depthwise::matched(conv, model, node)?.filter(|_| chosen.uses(Kernel::Depthwise))
+            {
                 Box::new(op)
-            } else if let Some(op) = stem_conv::matched(conv, model, node)? {
+            } else if let Some(op) =
+                stem_conv::matched(conv, model, node)?.filter(|_| chosen.uses(Kernel::StemConv))
+            {
                 Box::new(op)
             } else {
                 continue;
             }
-        } else if let Some(add) = sum_relu::matched(model, node)? {
+        } else if let Some(add) =
+            sum_relu::matched(model, node)?.filter(|_| chosen.uses(Kernel::AddRelu))
+        {
             // The pair becomes one op on the Add's inputs, in place of the Max.
             let mut patch = TypedModelPatch::default();
             let inputs = patch.taps(model, &add.inputs)?;
@@ -113,6 +126,18 @@ fn next_patch(model: &TypedModel) -> TractResult<Option<TypedModelPatch>> {
         )?));
     }
     Ok(None)
+}
+
+/// The distance, in values, to give rows of `len` f32 values that a
+/// product reads together: a whole number of cache lines, and an odd one,
+/// so that successive rows fall in different sets of the L1 cache. Rows a
+/// multiple of 4 KB apart (a 1,024-pixel band) all map to one set, and a
+/// tile reading 24 or 75 of them at once evicts its own inputs on an
+/// 8-way L1 (4K aliasing).
+fn unaliased_stride(len: usize) -> usize {
+    const LINE: usize = 64 / std::mem::size_of::<f32>();
+    let lines = len.div_ceil(LINE);
+    (lines | 1) * LINE
 }
 
 /// If `node` is `max(s, 0)` (a ReLU) where `s` is an `Add` that nothing
@@ -252,7 +277,7 @@ pub(crate) mod testing {
     use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, PaddingSpec, PoolSpec};
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
-    use super::substitute;
+    use super::{Choice, substitute};
     use crate::onnx::f32_values;
 
     /// Deterministic values in [-1, 1).
@@ -277,9 +302,19 @@ pub(crate) mod testing {
             .into()
     }
 
-    /// Runs `model` on `inputs` as tract builds it, then with this module's
-    /// kernels, and checks both agree; returns how many ops were swapped.
+    /// Runs `model` on `inputs` as tract builds it, then with all of this
+    /// module's kernels, and checks both agree; returns how many ops were
+    /// swapped.
     pub(crate) fn swapped_and_compared(model: TypedModel, inputs: &[Tensor]) -> usize {
+        swapped_and_compared_with(model, inputs, Choice::OURS)
+    }
+
+    /// The same with the `chosen` kernels.
+    pub(crate) fn swapped_and_compared_with(
+        model: TypedModel,
+        inputs: &[Tensor],
+        chosen: Choice,
+    ) -> usize {
         let run = |model: TypedModel| -> Vec<f32> {
             let plan = model
                 .into_optimized()
@@ -292,7 +327,7 @@ pub(crate) mod testing {
         };
         let expected = run(model.clone());
         let mut ours = model;
-        let swapped = substitute(&mut ours).expect("swaps");
+        let swapped = substitute(&mut ours, chosen).expect("swaps");
         let got = run(ours);
         assert_eq!(got.len(), expected.len());
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {

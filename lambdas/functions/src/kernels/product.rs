@@ -44,14 +44,8 @@ pub(super) struct PackedWeights<'w> {
 
 impl<'w> PackedWeights<'w> {
     pub fn new(weights: &'w [f32], outputs: usize, inputs: usize) -> Self {
-        let block = pulp::Arch::new().dispatch(TileChannels);
+        let block = super::simd::dispatch(TileChannels);
         Self::with_block(weights, outputs, inputs, block)
-    }
-
-    /// Laid out for the tiles of `S`, as [`Product::run_on`] takes them.
-    #[cfg(test)]
-    fn for_simd<S: Simd>(simd: S, weights: &'w [f32], outputs: usize, inputs: usize) -> Self {
-        Self::with_block(weights, outputs, inputs, TileChannels.with_simd(simd))
     }
 
     fn with_block(weights: &'w [f32], outputs: usize, inputs: usize, block: usize) -> Self {
@@ -133,16 +127,9 @@ pub(super) struct Product<'a> {
 }
 
 impl Product<'_> {
-    /// On the best SIMD level this CPU has.
+    /// At this process's SIMD level ([`super::simd::level`]).
     pub fn run(self) {
-        pulp::Arch::new().dispatch(self);
-    }
-
-    /// On the level `simd` stands for; for the tests, which run it on every
-    /// level this CPU has.
-    #[cfg(test)]
-    fn run_on<S: Simd>(self, simd: S) {
-        simd.vectorize(self);
+        super::simd::dispatch(self);
     }
 }
 
@@ -230,6 +217,16 @@ impl Product<'_> {
     }
 }
 
+/// Whether `S` has a fused multiply-add instruction. pulp's SSE level
+/// (`x86::V2`, the only x86 level with four lanes) has none and computes a
+/// fused one lane by lane in software, which made the SSE product several
+/// times slower than the scalar one (BENCHMARKS.md); there a tile
+/// multiplies, then adds.
+#[inline(always)]
+fn fused<S: Simd>() -> bool {
+    !(cfg!(target_arch = "x86_64") && S::F32_LANES == 4)
+}
+
 /// The sums of one tile: `OUT` output channels of `VECTORS` vectors of
 /// pixels from `from`, over every input row. `weights` is the block's
 /// packed weights, `OUT` a row.
@@ -248,7 +245,11 @@ fn tile<S: Simd, const OUT: usize, const VECTORS: usize>(
         for (sums, &weight) in sums.iter_mut().zip(block) {
             let weight = simd.splat_f32s(weight);
             for (sum, &value) in sums.iter_mut().zip(&values) {
-                *sum = simd.mul_add_e_f32s(weight, value, *sum);
+                *sum = if fused::<S>() {
+                    simd.mul_add_e_f32s(weight, value, *sum)
+                } else {
+                    simd.add_f32s(simd.mul_f32s(weight, value), *sum)
+                };
             }
         }
     }
@@ -269,6 +270,8 @@ mod tests {
             })
             .collect()
     }
+
+    use crate::kernels::simd::{Level, with_level};
 
     #[test]
     fn every_simd_level_matches_plain_sums_whatever_the_remainders() {
@@ -344,21 +347,12 @@ mod tests {
                         });
                         check(&got, level);
                     };
-                let packed = PackedWeights::new(&w, outputs, inputs);
-                check_run(&packed, "dispatched", &|product| product.run());
-                let simd = pulp::Scalar::new();
-                let packed = PackedWeights::for_simd(simd, &w, outputs, inputs);
-                check_run(&packed, "scalar", &|product| product.run_on(simd));
-                #[cfg(target_arch = "x86_64")]
-                {
-                    if let Some(simd) = pulp::x86::V3::try_new() {
-                        let packed = PackedWeights::for_simd(simd, &w, outputs, inputs);
-                        check_run(&packed, "AVX2", &|product| product.run_on(simd));
-                    }
-                    if let Some(simd) = pulp::x86::V4::try_new() {
-                        let packed = PackedWeights::for_simd(simd, &w, outputs, inputs);
-                        check_run(&packed, "AVX-512", &|product| product.run_on(simd));
-                    }
+                // Every level this CPU runs, each with weights packed for it.
+                for level in Level::available() {
+                    with_level(level, || {
+                        let packed = PackedWeights::new(&w, outputs, inputs);
+                        check_run(&packed, level.name(), &|product| product.run());
+                    });
                 }
             }
         }

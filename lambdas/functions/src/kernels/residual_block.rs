@@ -14,7 +14,7 @@
 //! input is read once and the output written once. `lambdex bench models
 //! --layers` prints the op's share; BENCHMARKS.md what it measured.
 
-use multiversion::multiversion;
+use pulp::{Simd, WithSimd};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
@@ -218,7 +218,9 @@ impl EvalOp for ResidualBlock {
         let target = plain.as_slice_mut::<f32>()?;
         let plane = h * w;
         let band = (BAND_PIXELS / w).clamp(1, h);
-        let mut depthwise = vec![0f32; c * band * w];
+        // Each channel's band of depthwise rows, `band_stride` values apart.
+        let band_stride = super::unaliased_stride(band * w);
+        let mut depthwise = vec![0f32; c * band_stride];
         let pointwise = PackedWeights::new(pw_weights, c, c);
         let images = source
             .chunks_exact(c * plane)
@@ -228,14 +230,14 @@ impl EvalOp for ResidualBlock {
                 let rows = band.min(h - top);
                 for channel in 0..c {
                     let bias = dw_bias[if dw_bias.len() == 1 { 0 } else { channel }];
-                    depthwise_rows(
-                        &image[channel * plane..][..plane],
+                    super::simd::dispatch(DepthwiseRows {
+                        plane: &image[channel * plane..][..plane],
                         w,
                         top,
-                        &dw_kernel[channel * 9..][..9],
+                        weights: &dw_kernel[channel * 9..][..9],
                         bias,
-                        &mut depthwise[channel * band * w..][..rows * w],
-                    );
+                        out: &mut depthwise[channel * band_stride..][..rows * w],
+                    });
                 }
                 let residual = Rows {
                     values: &image[top * w..],
@@ -246,7 +248,7 @@ impl EvalOp for ResidualBlock {
                     bias: pw_bias,
                     x: Rows {
                         values: &depthwise,
-                        stride: band * w,
+                        stride: band_stride,
                     },
                     pixels: rows * w,
                     out: RowsMut {
@@ -277,7 +279,33 @@ impl TypedOp for ResidualBlock {
 /// order as [`super::depthwise`]'s `depthwise_plane` over padded rows.
 /// (Summing all nine taps of a vector in registers and storing it once was
 /// slower.)
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
+struct DepthwiseRows<'a> {
+    plane: &'a [f32],
+    w: usize,
+    top: usize,
+    weights: &'a [f32],
+    bias: f32,
+    out: &'a mut [f32],
+}
+
+impl WithSimd for DepthwiseRows<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        let Self {
+            plane,
+            w,
+            top,
+            weights,
+            bias,
+            out,
+        } = self;
+        depthwise_rows(plane, w, top, weights, bias, out);
+    }
+}
+
+#[inline(always)]
 fn depthwise_rows(
     plane: &[f32],
     w: usize,
@@ -316,7 +344,10 @@ mod tests {
     use tract_onnx::tract_core::ops::einsum::EinSum;
     use tract_onnx::tract_core::ops::math;
 
-    use crate::kernels::testing::{depthwise_model, swapped_and_compared, tensor};
+    use crate::kernels::testing::{
+        depthwise_model, swapped_and_compared, swapped_and_compared_with, tensor,
+    };
+    use crate::kernels::{Choice, Kernel};
 
     /// `max(x + (einsum(depthwise(x), W) + b), 0)`, BlazeFace's residual
     /// block, with the pointwise product also an output if `product_out`.
@@ -381,6 +412,21 @@ mod tests {
             let swapped = swapped_and_compared(model, &[tensor(&shape, 21)]);
             assert_eq!(swapped, 1, "{shape:?}");
         }
+    }
+
+    #[test]
+    fn a_residual_block_left_out_of_the_choice_is_left_to_tract_or_in_pieces() {
+        let shape = [1, 6, 9, 20];
+        let input = [tensor(&shape, 21)];
+        let compared =
+            |chosen| swapped_and_compared_with(residual_block_model(shape, false), &input, chosen);
+        // Without the block: its depthwise convolution, and its sum with
+        // the ReLU, one by one.
+        let pieces = Choice::of(&[Kernel::Depthwise, Kernel::AddRelu, Kernel::MaxPool]);
+        assert_eq!(compared(pieces), 2);
+        assert_eq!(compared(Choice::of(&[Kernel::AddRelu])), 1);
+        assert_eq!(compared(Choice::of(&[Kernel::ResidualBlock])), 1);
+        assert_eq!(compared(Choice::TRACT), 0);
     }
 
     #[test]

@@ -29,8 +29,15 @@ const MAX_INPUT_CHANNELS: usize = 4;
 /// way than tract's (`bench models --layers`).
 const MAX_KERNEL: usize = 5;
 
-/// A `k`×`k` convolution of `[N, C, H, W]` with `C` ≤ 4 and `k` ≤ 5,
-/// groups of one, the same stride both ways and explicit zero padding.
+/// The narrowest stride it takes on: the gender net's 3×3 stride-1 stem
+/// ran a little slower this way than tract's at every level measured on
+/// an AVX2 host (`bench models --layers`, BENCHMARKS.md), where
+/// BlazeFace's stride-2 stems run several times faster.
+const MIN_STRIDE: usize = 2;
+
+/// A `k`×`k` convolution of `[N, C, H, W]` with `C` ≤ 4, `k` ≤ 5 and a
+/// stride of at least 2 the same both ways, groups of one and explicit
+/// zero padding.
 /// Inputs: data, weights `[O, C, k, k]`, bias (one value, or one per output
 /// channel).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -54,7 +61,10 @@ pub(super) fn matched(
         return Ok(None);
     };
     let (channels, outputs) = (spec.input_channels, spec.output_channels);
-    let shape_fits = conv.group == 1 && channels <= MAX_INPUT_CHANNELS && kernel <= MAX_KERNEL;
+    let shape_fits = conv.group == 1
+        && channels <= MAX_INPUT_CHANNELS
+        && kernel <= MAX_KERNEL
+        && geometry.stride >= MIN_STRIDE;
     let weights = outputs * channels * kernel * kernel;
     if !shape_fits || !inputs_fit(model, node, channels, weights, outputs)? {
         return Ok(None);
@@ -199,14 +209,16 @@ fn conv_image(
     let plane = out.len() / outputs;
     let oh = plane / ow;
     let band = (BAND_PIXELS / ow).clamp(1, oh);
-    columns.resize(taps * band * ow, 0.0);
+    // One row of the matrix per tap, `row_stride` values apart.
+    let row_stride = super::unaliased_stride(band * ow);
+    columns.resize(taps * row_stride, 0.0);
     for top in (0..oh).step_by(band) {
         let rows = band.min(oh - top);
         let pixels = rows * ow;
         for channel in 0..channels {
             for ky in 0..k {
                 for kx in 0..k {
-                    let row = &mut columns[((channel * k + ky) * k + kx) * pixels..][..pixels];
+                    let row = &mut columns[((channel * k + ky) * k + kx) * row_stride..][..pixels];
                     for (oy, chunk) in row.chunks_exact_mut(ow).enumerate() {
                         let r = (top + oy) * phases.stride + ky;
                         chunk.copy_from_slice(phases.tap(channel, r, kx, ow));
@@ -218,8 +230,8 @@ fn conv_image(
             weights,
             bias,
             x: Rows {
-                values: &columns[..taps * pixels],
-                stride: pixels,
+                values: &columns[..taps * row_stride],
+                stride: row_stride,
             },
             pixels,
             out: RowsMut {
@@ -259,15 +271,15 @@ mod tests {
     #[test]
     fn a_stem_convolution_runs_as_a_banded_product_and_matches_tract() {
         // BlazeFace's (5×5, stride 2, a pixel of padding before and two
-        // after), the gender net's (3×3, stride 1), odd sizes, several
-        // images, rows longer than one band.
+        // after), a 3×3, odd sizes, several images, rows longer than one
+        // band.
         let explicit = |before: usize, after: usize| {
             PaddingSpec::Explicit(tvec![before, before], tvec![after, after])
         };
         for (shape, k, stride, padding) in [
             ([1, 3, 16, 16], 5, 2, explicit(1, 2)),
             ([2, 3, 9, 11], 5, 2, explicit(1, 2)),
-            ([1, 3, 10, 7], 3, 1, explicit(1, 1)),
+            ([1, 3, 10, 7], 3, 2, explicit(1, 1)),
             ([1, 1, 6, 9], 3, 2, PaddingSpec::Valid),
             ([1, 3, 40, 1200], 5, 2, explicit(1, 2)),
         ] {
@@ -278,9 +290,14 @@ mod tests {
     }
 
     #[test]
-    fn a_convolution_over_many_channels_or_a_wide_kernel_is_left_to_tract() {
-        for (shape, k) in [([1, 8, 10, 10], 3), ([1, 3, 20, 20], 7)] {
-            let model = dense_conv_model(shape, k, 2, PaddingSpec::Valid);
+    fn a_convolution_over_many_channels_a_wide_kernel_or_stride_1_is_left_to_tract() {
+        for (shape, k, stride) in [
+            ([1, 8, 10, 10], 3, 2),
+            ([1, 3, 20, 20], 7, 2),
+            // The gender net's stem.
+            ([1, 3, 10, 7], 3, 1),
+        ] {
+            let model = dense_conv_model(shape, k, stride, PaddingSpec::Valid);
             assert_eq!(
                 swapped_and_compared(model, &[tensor(&shape, 11)]),
                 0,

@@ -1,7 +1,7 @@
 //! A residual sum and the ReLU after it, `max(a + b, 0)`, in one pass over
 //! the sum.
 
-use multiversion::multiversion;
+use pulp::{Simd, WithSimd};
 use tract_onnx::prelude::*;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::{as_op, op_as_typed_op, op_out_of_plan};
@@ -69,10 +69,23 @@ impl TypedOp for AddRelu {
     as_op!();
 }
 
-#[multiversion(targets("x86_64+avx512f+avx512vl+avx2+fma", "x86_64+avx2+fma"))]
 fn add_relu(sum: &mut [f32], b: &[f32]) {
-    for (s, b) in sum.iter_mut().zip(b) {
-        *s = (*s + b).max(0.0);
+    super::simd::dispatch(SumRelu { sum, b });
+}
+
+struct SumRelu<'a> {
+    sum: &'a mut [f32],
+    b: &'a [f32],
+}
+
+impl WithSimd for SumRelu<'_> {
+    type Output = ();
+
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, _simd: S) {
+        for (s, b) in self.sum.iter_mut().zip(self.b) {
+            *s = (*s + b).max(0.0);
+        }
     }
 }
 
