@@ -73,7 +73,15 @@ def ensure_cargo_zigbuild():
         run(["cargo", "install", "--locked", "cargo-zigbuild", "--version", CARGO_ZIGBUILD])
 
 
+def ensure_rust_target(target):
+    installed = subprocess.run(["rustup", "target", "list", "--installed"], check=True,
+                               capture_output=True, text=True).stdout.split()
+    if target not in installed:
+        run(["rustup", "target", "add", target])
+
+
 def build(target):
+    ensure_rust_target(target)
     ensure_cargo_zigbuild()
     env = zig_env()
     # No debug info in what ships: smaller zips, same code.

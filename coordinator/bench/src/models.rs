@@ -1,6 +1,8 @@
 //! `lambdex bench models`: the single-thread median time of each stage of
-//! the per-image path, the models alone against onnxruntime's reference
-//! figures, and each function's cold start on the local Lambda.
+//! the per-image path, the networks alone at every SIMD level this host
+//! runs (each level in a child process of this program, started as
+//! `lambdex bench models --one-level`) beside onnxruntime measured in the
+//! same run, and each function's cold start on the local Lambda.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -24,8 +26,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::machine::Machine;
 
-/// Runs the networks at the level `LAMBDEX_SIMD` names and prints their
-/// times as JSON: the child `bench models` starts once per SIMD level.
+/// The flag of the child that measures one level (`LAMBDEX_SIMD`'s) and
+/// prints JSON.
 const CHILD_FLAG: &str = "--one-level";
 
 #[derive(Debug, clap::Args)]

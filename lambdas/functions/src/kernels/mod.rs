@@ -15,11 +15,12 @@
 //! on every tap, and runs a sum and its ReLU as two passes. Here each input
 //! row is copied once into a zero-padded row, or for stride 2 split into
 //! its even and odd columns, after which each tap of a whole output row is
-//! one contiguous slice; the loops are compiled for AVX-512 and AVX2 as
-//! well as the baseline, and the fastest the CPU has is picked at run time
-//! (`multiversion`, `pulp`). `lambdex bench models` prints each network
-//! with and without these kernels, `--layers` op by op; BENCHMARKS.md
-//! keeps the figures.
+//! one contiguous slice; the loops are compiled for AVX-512, AVX2 + FMA,
+//! SSE and the baseline (and NEON on arm64), and the level is picked at
+//! run time (`simd`, through `pulp`); `choice` says which of the kernels a
+//! plan uses at that level. `lambdex bench models` prints each network
+//! with and without these kernels at every level the host runs, `--layers`
+//! op by op; BENCHMARKS.md keeps the figures.
 //!
 //! [`substitute`] swaps the matching nodes of a decluttered model for these
 //! ops before tract optimises the rest; anything else is left to tract.
