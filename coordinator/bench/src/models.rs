@@ -126,13 +126,19 @@ fn networks() -> [(&'static str, &'static str, Vec<usize>); 4] {
 /// Median of `iterations` timed runs of `work`, after one warm-up, in ms.
 fn median_ms<T>(iterations: usize, mut work: impl FnMut() -> T) -> f64 {
     std::hint::black_box(work());
-    let mut times: Vec<f64> = (0..iterations.max(1))
-        .map(|_| {
-            let started = Instant::now();
-            std::hint::black_box(work());
-            started.elapsed().as_secs_f64() * 1000.0
-        })
-        .collect();
+    median(
+        (0..iterations.max(1))
+            .map(|_| {
+                let started = Instant::now();
+                std::hint::black_box(work());
+                started.elapsed().as_secs_f64() * 1000.0
+            })
+            .collect(),
+    )
+}
+
+/// The middle of `times` (not empty).
+fn median(mut times: Vec<f64>) -> f64 {
     times.sort_by(f64::total_cmp);
     times[times.len() / 2]
 }
@@ -318,10 +324,7 @@ fn interleaved_medians_ms(n: usize, plans: &[onnx::Plan; 3], input: &Tensor) -> 
             }
         }
     }
-    times.map(|mut times| {
-        times.sort_by(f64::total_cmp);
-        times[times.len() / 2]
-    })
+    times.map(median)
 }
 
 /// Runs this bench again in a process of its own at `level`, tract's

@@ -8,7 +8,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lambdex::config::Config;
+use lambdex::config::{Config, ElasticsearchConfig};
 use lambdex::queue::amqp;
 use lambdex::queue::headers::{ATTEMPTS_HEADER, ERROR_HEADER, HISTORY_HEADER, REASON_HEADER};
 use lambdex::sink::{self, Sink, SinkError};
@@ -313,19 +313,26 @@ fn document(job_id: &str, status: Status) -> PredictionDoc {
     doc
 }
 
-async fn sink_stores_refuses_and_keeps_the_newer_document(kind: Elastic) {
+/// A `kind` server, a sink configuration for a new index `prefix-…` on it
+/// (quick flushes and retries) and the index template installed.
+async fn sink_server(kind: Elastic, prefix: &str) -> (ElasticServer, ElasticsearchConfig) {
     let server = tokio::task::spawn_blocking(move || ElasticServer::start(kind))
         .await
         .expect("the server starts");
     let mut config = Config::default().elasticsearch;
     config.url = server.url();
-    config.index = format!("sink-{:08x}", fastrand::u32(..));
+    config.index = format!("{prefix}-{:08x}", fastrand::u32(..));
     config.flush_interval = Duration::from_millis(20);
     config.retry_max_delay = Duration::from_millis(200);
     let client = sink::client(&config).expect("a client");
     sink::install_template(&client, &config)
         .await
         .unwrap_or_else(|error| panic!("{kind:?}: {error}\n{}", server.log()));
+    (server, config)
+}
+
+async fn sink_stores_refuses_and_keeps_the_newer_document(kind: Elastic) {
+    let (server, config) = sink_server(kind, "sink").await;
     let (sink, task) = Sink::start(&config).expect("the sink starts");
 
     // Stored, in one bulk request.
@@ -426,17 +433,7 @@ async fn store_many_metadata_keys(sink: &Sink, count: usize) {
 }
 
 async fn metadata_keys_cannot_grow_the_mapping(kind: Elastic) {
-    let server = tokio::task::spawn_blocking(move || ElasticServer::start(kind))
-        .await
-        .expect("the server starts");
-    let mut config = Config::default().elasticsearch;
-    config.url = server.url();
-    config.index = format!("meta-{:08x}", fastrand::u32(..));
-    config.flush_interval = Duration::from_millis(20);
-    let client = sink::client(&config).expect("a client");
-    sink::install_template(&client, &config)
-        .await
-        .unwrap_or_else(|error| panic!("{kind:?}: {error}\n{}", server.log()));
+    let (server, config) = sink_server(kind, "meta").await;
     let (sink, task) = Sink::start(&config).expect("the sink starts");
     // 1,200 keys in all: past the 1,000 fields an index takes by default
     // were each key a field of its own.
