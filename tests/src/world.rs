@@ -27,6 +27,9 @@ use crate::services::{self, Elastic, ElasticServer, RABBITMQ_URL};
 /// How long a test waits for the documents or dead letters it expects.
 pub const PATIENCE: Duration = Duration::from_secs(90);
 
+/// How many more times a test's queues are deleted when the broker refuses.
+const DELETE_TRIES: u32 = 30;
+
 /// One test's world: functions, images, an Elasticsearch, its own queues.
 #[derive(Debug)]
 pub struct World {
@@ -416,10 +419,38 @@ impl World {
     /// Stops the workers and deletes the test's queues.
     pub async fn finish(mut self) {
         self.kill_workers();
-        let (connection, channel) = self.channel().await;
-        self.topology().delete(&channel).await.expect("deleted");
-        let _ = connection.close(200, "done").await;
+        // A quorum queue whose broker has just restarted may refuse its
+        // deletion (INTERNAL_ERROR, which closes the connection) until its
+        // member is back: try again on a new connection for a while.
+        let mut tries = 0;
+        loop {
+            let deleted = self.delete_topology().await;
+            match deleted {
+                Ok(()) => break,
+                Err(error) if tries < DELETE_TRIES => {
+                    tries += 1;
+                    eprintln!("deleting the test's queues, try {tries}: {error}");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+                Err(error) => panic!("the test's queues not deleted: {error}"),
+            }
+        }
         self.lambda.shutdown().await;
+    }
+}
+
+impl World {
+    /// Deletes the test's queues and exchanges on a connection of its own.
+    async fn delete_topology(&self) -> Result<(), String> {
+        let connection = amqp::connect(&self.config.queue.url, "lambdex test cleanup")
+            .await
+            .map_err(|error| error.to_string())?;
+        let deleted = match connection.create_channel().await {
+            Ok(channel) => self.topology().delete(&channel).await,
+            Err(error) => Err(error),
+        };
+        let _ = connection.close(200, "done").await;
+        deleted.map_err(|error| error.to_string())
     }
 }
 
