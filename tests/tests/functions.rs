@@ -41,9 +41,15 @@ fn crop(bytes: Vec<u8>) -> Result<FaceCropResponse, FunctionError> {
     })
 }
 
+/// Each net reads the chip of its own input size, as the coordinator sends.
 fn classify(task: Task, response: &FaceCropResponse) -> ClassifyResponse {
+    let size = classifier(task).input_size();
     let request = ClassifyRequest {
-        crops: response.faces.iter().map(|f| f.crop.clone()).collect(),
+        crops: response
+            .faces
+            .iter()
+            .map(|f| f.chip(Some(size)).clone())
+            .collect(),
     };
     classify_request(classifier(task), &request).expect("classifies")
 }
@@ -78,6 +84,53 @@ fn the_astronaut_has_one_face_where_it_is() {
     assert_eq!((face.crop.width, face.crop.height), (64, 64));
     assert_eq!((response.image.width, response.image.height), (512, 512));
     assert_eq!(response.detector.sha256.len(), 64);
+}
+
+#[test]
+fn each_face_comes_with_dlibs_landmarks_and_a_chip_per_net_size() {
+    let response = crop(astronaut_png()).expect("crops");
+    let face = &response.faces[0];
+    assert_eq!((face.crop.width, face.crop.height), (64, 64));
+    let sizes: Vec<_> = face.chips.iter().map(|c| (c.width, c.height)).collect();
+    assert_eq!(sizes, [(32, 32)]);
+    // The landmarks are the predictor's, in the box drawn for the face:
+    // two corners of each eye either side of the nose, below them.
+    let photo = astronaut();
+    let detection = &cropper().detect(&photo).expect("detects")[0];
+    let (_, points) = cropper().landmarks(&photo, detection);
+    let got: Vec<[i64; 2]> = face
+        .landmarks
+        .iter()
+        .map(|p| [p.x as i64, p.y as i64])
+        .collect();
+    assert_eq!(got, points);
+    let [outer_left, inner_left, outer_right, inner_right, nose] = points;
+    assert!(
+        outer_right[0] < inner_right[0] && inner_right[0] < nose[0],
+        "{points:?}"
+    );
+    assert!(
+        nose[0] < inner_left[0] && inner_left[0] < outer_left[0],
+        "{points:?}"
+    );
+    assert!(
+        nose[1] > inner_left[1] + 10 && nose[1] > inner_right[1] + 10,
+        "{points:?}"
+    );
+    // Each chip is cut from the image at its size, not resized from another.
+    let chip = |crop: &lambdex_proto::Crop| {
+        image::load_from_memory(&crop.data.0)
+            .expect("a PNG")
+            .to_rgb8()
+    };
+    let small = chip(&face.chips[0]);
+    let large = chip(&face.crop);
+    let shrunk = imageops::resize(&large, 32, 32, imageops::FilterType::Triangle);
+    assert_ne!(small.as_raw(), shrunk.as_raw());
+    assert_eq!(
+        small.as_raw(),
+        lambdex_functions::chip::face_chip(&photo, &points, 32, 0.2).as_raw()
+    );
 }
 
 #[test]
@@ -305,11 +358,12 @@ fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
     assert_eq!(response.faces.len(), 2);
     for task in Task::ALL {
         let together = classify(task, &response).predictions;
+        let size = classifier(task).input_size();
         for (i, face) in response.faces.iter().enumerate() {
             let alone = classify_request(
                 classifier(task),
                 &ClassifyRequest {
-                    crops: vec![face.crop.clone()],
+                    crops: vec![face.chip(Some(size)).clone()],
                 },
             )
             .expect("classifies")

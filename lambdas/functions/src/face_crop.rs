@@ -11,15 +11,21 @@ use lambdex_proto::{
     FaceCropResponse, ImageSize, Keypoints, ModelInfo, Point,
 };
 
-use crate::align::{DEFAULT_PADDING, extract_chip};
+use crate::chip::{DEFAULT_PADDING, face_chip};
 use crate::decode::{DecodeLimits, decode};
 use crate::detect::{DetectConfig, Detection, Detector};
 use crate::error::FunctionError;
-use crate::models::load_detector;
+use crate::landmarks::{self, PARTS, Rect, ShapePredictor};
+use crate::models::{load_detector, load_shape_predictor};
 use crate::onnx::LoadError;
 
-/// The side of the crops returned: the largest classifier input (age, 64).
+/// The side of each face's main crop: the age net's input.
 pub const DEFAULT_CROP_SIZE: u32 = 64;
+/// The sides of the chips also cut for each face, each from the image at
+/// its own size as dlib cuts them: the gender net's input.
+pub const DEFAULT_EXTRA_CHIP_SIZES: [u32; 1] = [32];
+/// The chip sides a setting may ask for.
+const CHIP_SIZES: std::ops::RangeInclusive<u32> = 16..=512;
 /// The most faces returned per image, most confident first.
 pub const DEFAULT_MAX_FACES: usize = 100;
 
@@ -28,6 +34,8 @@ pub struct FaceCropConfig {
     pub detect: DetectConfig,
     pub decode: DecodeLimits,
     pub crop_size: u32,
+    /// Chips cut beside the main crop, one per size (`CroppedFace::chips`).
+    pub extra_chip_sizes: Vec<u32>,
     /// dlib's chip padding around the face template.
     pub padding: f64,
     pub max_faces: usize,
@@ -39,6 +47,7 @@ impl Default for FaceCropConfig {
             detect: DetectConfig::default(),
             decode: DecodeLimits::default(),
             crop_size: DEFAULT_CROP_SIZE,
+            extra_chip_sizes: DEFAULT_EXTRA_CHIP_SIZES.to_vec(),
             padding: DEFAULT_PADDING,
             max_faces: DEFAULT_MAX_FACES,
         }
@@ -56,8 +65,9 @@ pub struct ConfigError {
 
 impl FaceCropConfig {
     /// The defaults, overridden by any of `LAMBDEX_MAX_PIXELS`,
-    /// `LAMBDEX_MAX_FACES`, `LAMBDEX_CROP_SIZE`, `LAMBDEX_TILE_MIN_SIDE`
-    /// and `LAMBDEX_DETECT_THRESHOLD` that are set.
+    /// `LAMBDEX_MAX_FACES`, `LAMBDEX_CROP_SIZE`, `LAMBDEX_EXTRA_CHIP_SIZES`
+    /// (comma-separated, empty for none), `LAMBDEX_TILE_MIN_SIDE`,
+    /// `LAMBDEX_TILE_MAX_SIDE` and `LAMBDEX_DETECT_THRESHOLD` that are set.
     pub fn from_env() -> Result<Self, ConfigError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -102,13 +112,26 @@ impl FaceCropConfig {
             *v > 0
         })?;
         parse(&lookup, "LAMBDEX_CROP_SIZE", &mut config.crop_size, |v| {
-            (16..=512).contains(v)
+            CHIP_SIZES.contains(v)
         })?;
+        if let Some(value) = lookup("LAMBDEX_EXTRA_CHIP_SIZES") {
+            config.extra_chip_sizes = parse_sizes(&value).map_err(|reason| ConfigError {
+                name: "LAMBDEX_EXTRA_CHIP_SIZES",
+                value: value.clone(),
+                reason,
+            })?;
+        }
         parse(
             &lookup,
             "LAMBDEX_TILE_MIN_SIDE",
             &mut config.detect.tile_min_side,
             |v| *v > 0,
+        )?;
+        parse(
+            &lookup,
+            "LAMBDEX_TILE_MAX_SIDE",
+            &mut config.detect.tile_max_side,
+            |v| *v >= 128,
         )?;
         let mut threshold = config.detect.back_threshold;
         parse(&lookup, "LAMBDEX_DETECT_THRESHOLD", &mut threshold, |v| {
@@ -120,10 +143,35 @@ impl FaceCropConfig {
     }
 }
 
-/// The loaded detector and its settings: built once per process.
+/// Chip sides, comma-separated; empty for none.
+fn parse_sizes(value: &str) -> Result<Vec<u32>, String> {
+    value
+        .split(',')
+        .map(str::trim)
+        .filter(|size| !size.is_empty())
+        .map(|size| match size.parse::<u32>() {
+            Ok(side) if CHIP_SIZES.contains(&side) => Ok(side),
+            Ok(side) => Err(format!("{side} is outside {CHIP_SIZES:?}")),
+            Err(error) => Err(format!("{size:?}: {error}")),
+        })
+        .collect()
+}
+
+/// One face, aligned: the box the landmark model read, its five points,
+/// and the chips cut from them.
+#[derive(Debug, Clone)]
+pub struct AlignedFace {
+    pub rect: Rect,
+    pub landmarks: [[i64; 2]; PARTS],
+    /// The main crop, then one chip per extra size, in the config's order.
+    pub chips: Vec<RgbImage>,
+}
+
+/// The loaded models and settings: built once per process.
 #[derive(Debug)]
 pub struct FaceCropper {
     detector: Detector,
+    predictor: ShapePredictor,
     info: ModelInfo,
     config: FaceCropConfig,
 }
@@ -131,11 +179,17 @@ pub struct FaceCropper {
 impl FaceCropper {
     pub fn load(models_dir: &Path, config: FaceCropConfig) -> Result<Self, LoadError> {
         let (detector, info) = load_detector(models_dir, config.detect.clone())?;
+        let predictor = load_shape_predictor(models_dir)?;
         Ok(Self {
             detector,
+            predictor,
             info,
             config,
         })
+    }
+
+    pub fn predictor(&self) -> &ShapePredictor {
+        &self.predictor
     }
 
     pub fn detector(&self) -> &Detector {
@@ -190,9 +244,31 @@ impl FaceCropper {
         Ok(detections)
     }
 
-    /// The aligned chip of one face.
+    /// The five landmarks of one face, read in the box dlib's detector
+    /// would have drawn around it.
+    pub fn landmarks(&self, image: &RgbImage, face: &Detection) -> (Rect, [[i64; 2]; PARTS]) {
+        let rect = landmarks::dlib_box(face);
+        (rect, self.predictor.predict(image, rect))
+    }
+
+    /// The main crop of one face (dlib's chip at `crop_size`).
     pub fn chip(&self, image: &RgbImage, face: &Detection) -> RgbImage {
-        extract_chip(image, face, self.config.crop_size, self.config.padding)
+        let (_, points) = self.landmarks(image, face);
+        face_chip(image, &points, self.config.crop_size, self.config.padding)
+    }
+
+    /// One face's landmarks and every chip of it.
+    pub fn align(&self, image: &RgbImage, face: &Detection) -> AlignedFace {
+        let (rect, points) = self.landmarks(image, face);
+        let chips = std::iter::once(self.config.crop_size)
+            .chain(self.config.extra_chip_sizes.iter().copied())
+            .map(|size| face_chip(image, &points, size, self.config.padding))
+            .collect();
+        AlignedFace {
+            rect,
+            landmarks: points,
+            chips,
+        }
     }
 
     fn cropped_face(
@@ -200,7 +276,20 @@ impl FaceCropper {
         image: &RgbImage,
         face: &Detection,
     ) -> Result<CroppedFace, FunctionError> {
-        let chip = self.chip(image, face);
+        let aligned = self.align(image, face);
+        let mut chips = aligned
+            .chips
+            .iter()
+            .map(|chip| {
+                Ok(Crop {
+                    format: CropFormat::Png,
+                    width: chip.width(),
+                    height: chip.height(),
+                    data: Base64Bytes(encode_png(chip)?),
+                })
+            })
+            .collect::<Result<Vec<_>, FunctionError>>()?;
+        let crop = chips.remove(0);
         let point = |p: [f32; 2]| Point { x: p[0], y: p[1] };
         let [right_eye, left_eye, nose_tip, mouth, right_ear, left_ear] = face.keypoints.map(point);
         Ok(CroppedFace {
@@ -219,12 +308,16 @@ impl FaceCropper {
                 left_ear,
             },
             score: face.score,
-            crop: Crop {
-                format: CropFormat::Png,
-                width: chip.width(),
-                height: chip.height(),
-                data: Base64Bytes(encode_png(&chip)?),
-            },
+            landmarks: aligned
+                .landmarks
+                .iter()
+                .map(|&[x, y]| Point {
+                    x: x as f32,
+                    y: y as f32,
+                })
+                .collect(),
+            crop,
+            chips,
         })
     }
 }
@@ -265,6 +358,13 @@ mod tests {
         assert_eq!(config.max_faces, 7);
         assert_eq!(config.detect.front_threshold, 0.6);
         assert_eq!(config.crop_size, DEFAULT_CROP_SIZE);
+        assert_eq!(config.extra_chip_sizes, DEFAULT_EXTRA_CHIP_SIZES);
+        let none = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_EXTRA_CHIP_SIZES", "")]))
+            .expect("valid");
+        assert!(none.extra_chip_sizes.is_empty());
+        let two = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_EXTRA_CHIP_SIZES", "32, 48")]))
+            .expect("valid");
+        assert_eq!(two.extra_chip_sizes, [32, 48]);
     }
 
     #[test]
@@ -275,6 +375,9 @@ mod tests {
             error.to_string(),
             "LAMBDEX_CROP_SIZE=\"4\" is not valid: out of range"
         );
+        let error = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_EXTRA_CHIP_SIZES", "32,4")]))
+            .expect_err("refused");
+        assert!(error.to_string().contains("4 is outside"), "{error}");
         let error = FaceCropConfig::from_lookup(lookup(&[("LAMBDEX_MAX_FACES", "many")]))
             .expect_err("refused");
         assert!(

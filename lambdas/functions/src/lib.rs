@@ -9,7 +9,8 @@
 //! - [`decode`]: untrusted bytes → an upright RGB picture, within a pixel cap.
 //! - [`detect`]: BlazeFace (front 128 and back 256, plus tiles for large
 //!   images) finds faces and their six keypoints; [`nms`] merges overlaps.
-//! - [`align`]: each face becomes a dlib-style aligned chip.
+//! - [`landmarks`]: dlib's five-point model places each face's eye corners and
+//!   nose; [`chip`] cuts the chips from them exactly as dlib does.
 //! - [`face_crop`]: the face-crop function, putting the three together.
 //! - [`classify`]: the age and gender nets read batches of chips, after
 //!   [`resize`] fits them to the net's input.
@@ -20,7 +21,7 @@
 //! slowly; [`models`] finds the weights on disk. [`runtime`] serves the
 //! handlers through the Lambda Runtime API.
 
-pub mod align;
+pub mod chip;
 pub mod classify;
 pub mod decode;
 pub mod detect;
@@ -28,6 +29,7 @@ pub mod error;
 pub mod face_crop;
 pub mod handler;
 pub mod kernels;
+pub mod landmarks;
 pub mod models;
 pub mod nms;
 pub mod onnx;

@@ -11,6 +11,7 @@ use sha2::{Digest, Sha256};
 
 use crate::classify::{Classifier, Task};
 use crate::detect::{BlazeFace, DetectConfig, Detector};
+use crate::landmarks::{LandmarkModelError, SHAPE_PREDICTOR, ShapePredictor};
 use crate::onnx::{LoadError, OnnxFile, hex};
 
 /// Names the directory that holds the weights.
@@ -79,4 +80,16 @@ pub fn combined_sha256(digests: &[&str]) -> String {
 pub fn load_classifier(dir: &Path, task: Task) -> Result<Classifier, LoadError> {
     let (_, file, _) = task.model();
     Classifier::load(task, OnnxFile::read(&dir.join(file))?)
+}
+
+/// Loads dlib's five-point landmark model from `dir`.
+pub fn load_shape_predictor(dir: &Path) -> Result<ShapePredictor, LoadError> {
+    let path = dir.join(SHAPE_PREDICTOR);
+    ShapePredictor::load(&path).map_err(|error| match error {
+        LandmarkModelError::Read { source, .. } => LoadError::Read { path, source },
+        LandmarkModelError::Format { .. } => LoadError::Model {
+            path,
+            reason: error.to_string(),
+        },
+    })
 }

@@ -31,6 +31,11 @@ pub const DEFAULT_BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// around the base64.
 pub const BATCH_MAX_REQUEST_BYTES: usize = SYNC_REQUEST_BYTES - 64 * 1024;
 
+/// The age net's input side: the chip the age model reads by default.
+pub const DEFAULT_AGE_CHIP: u32 = 64;
+/// The gender net's input side: the chip the gender model reads by default.
+pub const DEFAULT_GENDER_CHIP: u32 = 32;
+
 /// One function lambdex calls.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -58,6 +63,11 @@ pub struct FunctionConfig {
     /// other images' to share a call; `0s` sends each alone.
     #[serde(with = "humantime_serde")]
     pub batch_window: Option<Duration>,
+    /// For a classifier model: the side of the chip it reads, when the
+    /// face-crop function cuts one of that size (dlib cuts each net's chip
+    /// from the image at the net's own size); unset, or no such chip: the
+    /// main crop, which the function resizes.
+    pub chip_size: Option<u32>,
 }
 
 impl FunctionConfig {
@@ -75,6 +85,11 @@ impl FunctionConfig {
         if self.timeout.is_zero() {
             return Err(ConfigError::invalid(format!(
                 "{path}.timeout must be more than 0"
+            )));
+        }
+        if self.chip_size == Some(0) {
+            return Err(ConfigError::invalid(format!(
+                "{path}.chip_size must be at least 1"
             )));
         }
         if self.batch_size == Some(0) {
@@ -115,6 +130,7 @@ impl Default for FunctionConfig {
             function: String::new(),
             qualifier: None,
             fallback: None,
+            chip_size: None,
             rate_per_second: None,
             concurrency: 1000,
             timeout: Duration::from_secs(30),

@@ -34,8 +34,8 @@ pub use cost::CostConfig;
 pub use elasticsearch::ElasticsearchConfig;
 pub use fetch::FetchConfig;
 pub use function::{
-    BATCH_MAX_REQUEST_BYTES, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW, DEFAULT_CROP_BATCH_SIZE,
-    FunctionConfig,
+    BATCH_MAX_REQUEST_BYTES, DEFAULT_AGE_CHIP, DEFAULT_BATCH_SIZE, DEFAULT_BATCH_WINDOW,
+    DEFAULT_CROP_BATCH_SIZE, DEFAULT_GENDER_CHIP, FunctionConfig,
 };
 pub use image::ImageConfig;
 pub use lambda::{Credentials, LambdaConfig};
@@ -96,12 +96,14 @@ impl Default for Config {
                 batch_window: Some(DEFAULT_BATCH_WINDOW),
                 ..FunctionConfig::named("face-crop")
             },
-            models: ["age", "gender"]
+            // Each net reads the chip of its input size (age 64, gender 32).
+            models: [("age", DEFAULT_AGE_CHIP), ("gender", DEFAULT_GENDER_CHIP)]
                 .into_iter()
-                .map(|name| {
+                .map(|(name, chip)| {
                     let mut model = FunctionConfig::named(name);
                     model.batch_size = Some(DEFAULT_BATCH_SIZE);
                     model.batch_window = Some(DEFAULT_BATCH_WINDOW);
+                    model.chip_size = Some(chip);
                     (name.to_owned(), model)
                 })
                 .collect(),

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use futures::future::{join_all, try_join_all};
-use lambdex_proto::{Base64Text, ClassifyRequest, ClassifyResponse, Crop, ModelInfo, Prediction};
+use lambdex_proto::{
+    Base64Text, ClassifyRequest, ClassifyResponse, Crop, CroppedFace, ModelInfo, Prediction,
+};
 
 use crate::config::{BATCH_MAX_REQUEST_BYTES, FunctionConfig};
 use crate::lambda::caller::Caller;
@@ -23,6 +25,8 @@ pub struct Model {
     pub name: String,
     pub caller: Arc<Caller>,
     pub batch_size: usize,
+    /// The side of the chip this model reads (`None`: each face's main crop).
+    pub chip_size: Option<u32>,
     batcher: Option<Batcher<ClassifyBatch>>,
 }
 
@@ -79,6 +83,7 @@ impl Model {
             }),
             caller,
             batch_size: config.batch_size(),
+            chip_size: config.chip_size,
         }
     }
 }
@@ -98,18 +103,20 @@ pub struct ModelResult {
     pub ms: f64,
 }
 
-/// Every model over `crops`, concurrently; one result per model, in
-/// `models` order.
+/// Every model over the image's faces, concurrently, each reading the
+/// chip of its size; one result per model, in `models` order.
 pub async fn classify_all(
     models: &[Model],
-    crops: &[Crop<Base64Text>],
+    faces: &[CroppedFace<Base64Text>],
     meter: &Meter,
 ) -> Vec<Result<ModelResult, InvokeError>> {
-    join_all(
-        models
+    join_all(models.iter().map(|model| {
+        let crops: Vec<_> = faces
             .iter()
-            .map(|model| classify_with(model, crops, meter)),
-    )
+            .map(|face| face.chip(model.chip_size).clone())
+            .collect();
+        async move { classify_with(model, &crops, meter).await }
+    }))
     .await
 }
 

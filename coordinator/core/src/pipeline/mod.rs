@@ -247,13 +247,8 @@ impl Pipeline {
             original: original.map(|(width, height)| ImageSize { width, height }),
         };
 
-        let crops: Vec<_> = cropped
-            .response
-            .faces
-            .iter()
-            .map(|face| face.crop.clone())
-            .collect();
-        if crops.is_empty() {
+        let faces = &cropped.response.faces;
+        if faces.is_empty() {
             return Ok(aggregate::completed(
                 job,
                 &cropped,
@@ -267,7 +262,7 @@ impl Pipeline {
         for (model, result) in self
             .models
             .iter()
-            .zip(classify_all(&self.models, &crops, meter).await)
+            .zip(classify_all(&self.models, faces, meter).await)
         {
             match result {
                 Ok(result) => {
