@@ -455,8 +455,15 @@ impl Reader<'_> {
             let count = self.len()?;
             if t == 0 {
                 forest.splits_per_tree = count;
-                forest.splits.reserve(trees * count);
-                forest.leaves.reserve(trees * (count + 1));
+                // Never more than the bytes left could hold: a damaged
+                // count must fail as "ends early", not as an allocation.
+                let left = self.bytes.len() - self.at;
+                forest
+                    .splits
+                    .reserve(trees.saturating_mul(count).min(left / 3));
+                forest
+                    .leaves
+                    .reserve(trees.saturating_mul(count + 1).min(left / 20));
             } else if count != forest.splits_per_tree {
                 return Err(self.error(format!(
                     "trees of {count} and {} splits in one forest",
@@ -521,6 +528,17 @@ mod tests {
         // The initial shape's row count, made enormous.
         huge[2] = 0x88;
         assert!(ShapePredictor::from_bytes(&huge).is_err());
+    }
+
+    #[test]
+    fn huge_counts_in_a_small_file_fail_as_it_ends() {
+        // Version 1, a 10×1 mean shape of zeros, one forest of a million
+        // trees of a million splits each: then the file ends.
+        let mut bytes = vec![0x01, 0x01, 0x81, 0x0a, 0x81, 0x01];
+        bytes.extend([0x00, 0x00].repeat(10));
+        bytes.extend([0x01, 0x01, 0x03, 0x00, 0x00, 0x10, 0x03, 0x00, 0x00, 0x10]);
+        let error = ShapePredictor::from_bytes(&bytes).expect_err("refused");
+        assert!(error.to_string().contains("ends early"), "{error}");
     }
 
     #[test]
