@@ -13,7 +13,7 @@
 use image::RgbImage;
 use multiversion::multiversion;
 
-use crate::landmarks::PARTS;
+use crate::landmarks::{PARTS, round};
 
 /// dlib's default chip padding, and the one the age and gender nets saw.
 pub const DEFAULT_PADDING: f64 = 0.2;
@@ -128,7 +128,7 @@ pub fn face_chip_details(points: &[[i64; 2]; PARTS], size: u32, padding: f64) ->
 /// The least-squares similarity `p ↦ [a −b; b a]·p + t` taking `from` onto
 /// `to` (dlib's `find_similarity_transform`, closed form in two dimensions):
 /// `[a, b, tx, ty]`.
-fn similarity(from: &[[f64; 2]], to: &[[f64; 2]]) -> [f64; 4] {
+pub(crate) fn similarity(from: &[[f64; 2]], to: &[[f64; 2]]) -> [f64; 4] {
     let n = from.len() as f64;
     let mean = |points: &[[f64; 2]]| {
         let sum = points
@@ -318,7 +318,6 @@ pub fn extract_image_chip(image: &RgbImage, details: &ChipDetails) -> RgbImage {
         right: (max(0) + grow).min(width - 1.0),
         bottom: (max(1) + grow).min(height - 1.0),
     };
-    let round = |v: f64| (v + 0.5).floor() as i64;
     let mut chip = RgbImage::new(details.size, details.size);
     if region.is_empty() {
         return chip;

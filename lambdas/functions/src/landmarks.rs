@@ -17,6 +17,7 @@ use std::path::Path;
 
 use image::RgbImage;
 
+use crate::chip::similarity;
 use crate::detect::Detection;
 
 /// Where the model lives under the models directory.
@@ -243,7 +244,10 @@ impl ShapePredictor {
         for cascade in &self.cascades {
             // The rotation and scale from the mean shape to the current one,
             // in f32 as dlib keeps it.
-            let [a, b] = similarity(&self.initial, &shape);
+            let points = |shape: &[f32; 2 * PARTS]| -> [[f64; 2]; PARTS] {
+                std::array::from_fn(|i| [f64::from(shape[2 * i]), f64::from(shape[2 * i + 1])])
+            };
+            let [a, b, ..] = similarity(&points(&self.initial), &points(&shape));
             let (a, b) = (a as f32, b as f32);
             pixels.clear();
             pixels.extend(
@@ -284,7 +288,7 @@ fn intensity(image: &RgbImage, x: f64, y: f64) -> f32 {
 }
 
 /// dlib's conversion of a real point to a pixel: to the nearest, halves up.
-fn round(value: f64) -> i64 {
+pub(crate) fn round(value: f64) -> i64 {
     (value + 0.5).floor() as i64
 }
 
@@ -311,33 +315,6 @@ impl Unnormalize {
 
     fn apply(&self, x: f64, y: f64) -> [f64; 2] {
         [self.left + x * self.width, self.top + y * self.height]
-    }
-}
-
-/// The rotation-and-scale part `[a −b; b a]` of the least-squares
-/// similarity transform taking the `from` shape onto the `to` shape.
-fn similarity(from: &[f32; 2 * PARTS], to: &[f32; 2 * PARTS]) -> [f64; 2] {
-    let mean = |shape: &[f32; 2 * PARTS]| {
-        let (mut x, mut y) = (0.0, 0.0);
-        for point in shape.chunks_exact(2) {
-            x += f64::from(point[0]);
-            y += f64::from(point[1]);
-        }
-        [x / PARTS as f64, y / PARTS as f64]
-    };
-    let (mf, mt) = (mean(from), mean(to));
-    let (mut dot, mut cross, mut norm) = (0.0, 0.0, 0.0);
-    for (f, t) in from.chunks_exact(2).zip(to.chunks_exact(2)) {
-        let (fx, fy) = (f64::from(f[0]) - mf[0], f64::from(f[1]) - mf[1]);
-        let (tx, ty) = (f64::from(t[0]) - mt[0], f64::from(t[1]) - mt[1]);
-        dot += fx * tx + fy * ty;
-        cross += fx * ty - fy * tx;
-        norm += fx * fx + fy * fy;
-    }
-    if norm > 0.0 {
-        [dot / norm, cross / norm]
-    } else {
-        [1.0, 0.0]
     }
 }
 
