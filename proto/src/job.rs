@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::schema::{ProtoError, SchemaVersion, from_versioned_slice};
-use crate::text::quoted;
+use crate::text::{has_user_info, quoted, redacted_url};
 
 /// The highest priority a job may carry (AMQP priorities 0–9; 0 is batch work).
 pub const MAX_PRIORITY: u8 = 9;
@@ -75,8 +75,12 @@ impl Default for JobLimits {
 pub enum JobError {
     #[error("job_id is empty")]
     EmptyJobId,
-    #[error("image_url {} is not an http(s) URL", quoted(.0))]
+    #[error("image_url {} is not an http(s) URL", quoted(&redacted_url(.0)))]
     NotHttpUrl(String),
+    #[error(
+        "image_url carries user information (user:password@host): credentials are never sent with a download, and a URL holding them is refused rather than echoed or stored; serve the image without them"
+    )]
+    CredentialsInUrl,
     #[error("priority {0} is above the maximum of {MAX_PRIORITY}")]
     PriorityTooHigh(u8),
     #[error("the message is {bytes} bytes, over jobs.max_message_bytes ({max})")]
@@ -169,6 +173,9 @@ impl Job {
         if !matches!(scheme, Some(s) if s.eq_ignore_ascii_case("http") || s.eq_ignore_ascii_case("https"))
         {
             return Err(JobError::NotHttpUrl(self.image_url.clone()));
+        }
+        if has_user_info(&self.image_url) {
+            return Err(JobError::CredentialsInUrl);
         }
         if self.priority > MAX_PRIORITY {
             return Err(JobError::PriorityTooHigh(self.priority));
@@ -311,6 +318,29 @@ mod tests {
             ),
             "{error:?}"
         );
+    }
+
+    #[test]
+    fn a_url_with_credentials_is_refused_without_showing_them() {
+        for url in [
+            "http://bob:PASSWORD@host/photo.png",
+            "https://PASSWORD@host/photo.png",
+            "http:PASSWORD:x@host/photo.png",
+            "ftp://bob:PASSWORD@host/photo.png",
+        ] {
+            let mut job = example();
+            job.image_url = url.to_owned();
+            let error = job.validate().expect_err("credentials");
+            let text = error.to_string();
+            assert!(!text.contains("PASSWORD"), "{text}");
+            assert!(
+                text.contains("user information") || text.contains("REDACTED"),
+                "{text}"
+            );
+        }
+        let mut job = example();
+        job.image_url = "https://host/photo.png?owner=bob@example.com".to_owned();
+        assert!(job.validate().is_ok());
     }
 
     #[test]

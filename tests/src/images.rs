@@ -18,6 +18,7 @@
 //! | `/drip.jpg` | a JPEG's first bytes, then one byte a second, for ever |
 //! | `/gigabyte.jpg` | a JPEG's first bytes, then 1 GiB of zeros, no `Content-Length` |
 //! | `/loop.jpg` | a redirect to itself |
+//! | `/to-credentials.jpg` | a redirect to this server's astronaut with `bob:PASSWORD@` |
 //! | `/40mp.png` | a 40-megapixel PNG of about 10 MB (made on first use) |
 
 use std::time::Duration;
@@ -103,6 +104,17 @@ impl ImageServer {
             .route(
                 "/loop.jpg",
                 get(|| async { Redirect::temporary("/loop.jpg") }),
+            )
+            .route(
+                "/to-credentials.jpg",
+                get(|headers: axum::http::HeaderMap| async move {
+                    let host = headers
+                        .get(header::HOST)
+                        .and_then(|host| host.to_str().ok())
+                        .unwrap_or("localhost")
+                        .to_owned();
+                    Redirect::temporary(&format!("http://bob:PASSWORD@{host}/astronaut.png"))
+                }),
             )
             .route(
                 "/40mp.png",

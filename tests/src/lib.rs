@@ -17,6 +17,7 @@
 //! Process statistics come from [`lambdex_local::procstat`]. The
 //! cross-crate suites live in `tests/tests/`.
 
+pub mod admin;
 pub mod fakes;
 pub mod images;
 pub mod proxy;

@@ -217,7 +217,7 @@ impl World {
     }
 
     pub async fn channel(&self) -> (lapin::Connection, lapin::Channel) {
-        let connection = amqp::connect(&self.config.queue.url, "lambdex worker test")
+        let connection = amqp::connect(&self.config.queue, "lambdex worker test")
             .await
             .expect("RabbitMQ answers");
         let channel = amqp::confirmed_channel(&connection)
@@ -242,8 +242,16 @@ impl World {
         let _ = connection.close(200, "done").await;
     }
 
-    /// Every document in the test's index.
+    /// Every result in the test's index: its documents but those of failed
+    /// jobs (which the worker stores as it dead-letters them).
     pub async fn documents(&self) -> Vec<PredictionDoc> {
+        let mut docs = self.all_documents().await;
+        docs.retain(|doc| doc.status != Status::Failed);
+        docs
+    }
+
+    /// Every document in the test's index, failed jobs' included.
+    pub async fn all_documents(&self) -> Vec<PredictionDoc> {
         let index = &self.config.elasticsearch.index;
         let http = reqwest::Client::new();
         let _ = http
@@ -442,7 +450,7 @@ impl World {
 impl World {
     /// Deletes the test's queues and exchanges on a connection of its own.
     async fn delete_topology(&self) -> Result<(), String> {
-        let connection = amqp::connect(&self.config.queue.url, "lambdex test cleanup")
+        let connection = amqp::connect(&self.config.queue, "lambdex test cleanup")
             .await
             .map_err(|error| error.to_string())?;
         let deleted = match connection.create_channel().await {

@@ -136,12 +136,22 @@ async fn hostile_inputs_fail_for_good_with_a_named_reason_before_any_function_ru
             "invalid_image",
             "50000×50000 pixels, over the limit",
         ),
+        (
+            "to-credentials.jpg",
+            "invalid_url",
+            "redirected to a URL carrying user information",
+        ),
     ] {
         let doc = process(&pipeline, format!("{images}/{path}")).await;
         assert_eq!(doc.status, Status::Failed, "{path}");
         let failure = doc.failure.expect("a failure");
         assert_eq!(failure.class, class, "{path}: {}", failure.reason);
         assert!(failure.reason.contains(says), "{path}: {}", failure.reason);
+        assert!(
+            !failure.reason.contains("PASSWORD"),
+            "{path}: {}",
+            failure.reason
+        );
         let transient = class == "fetch_timeout";
         assert_eq!(failure.retryable, transient, "{path}");
     }

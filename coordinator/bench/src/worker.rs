@@ -200,7 +200,7 @@ async fn cleanup(config: &Config, client: &elasticsearch::Elasticsearch) {
         .send()
         .await;
     let queues = async {
-        let connection = amqp::connect(&config.queue.url, "lambdex bench").await?;
+        let connection = amqp::connect(&config.queue, "lambdex bench").await?;
         let channel = connection.create_channel().await?;
         Topology::new(&config.queue).delete(&channel).await?;
         connection.close(200, "done").await?;

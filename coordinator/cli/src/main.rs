@@ -1,6 +1,7 @@
 //! The `lambdex` command: parses the command line, sets up logging and the
 //! runtime, and hands over to the command's module in [`commands`].
 
+mod annotate;
 mod commands;
 mod input;
 mod render;

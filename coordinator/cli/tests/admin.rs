@@ -9,106 +9,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lambdex::admin::{self, AdminState, hash_token, new_token};
-use lambdex::config::{AdminToken, Config};
-use lambdex::lambda::client as lambda_client;
+use lambdex::admin::{hash_token, new_token};
+use lambdex::config::{AdminToken, Scope};
 use lambdex::queue::amqp;
-use lambdex::queue::dlq::{REPLAYED_AT_HEADER, REPLAYED_REASON_HEADER, REPLAYS_HEADER};
+use lambdex::queue::dlq::{
+    self, Action, Filter, REPLAYED_AT_HEADER, REPLAYED_REASON_HEADER, REPLAYS_HEADER,
+};
 use lambdex::queue::headers::ATTEMPTS_HEADER;
-use lambdex_proto::{Job, PredictionDoc, Status};
+use lambdex_proto::{FailureClass, Job, PredictionDoc, Status};
 use lambdex_tests::astronaut_png;
 use lambdex_tests::services::{self, Elastic};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-use tokio_util::sync::CancellationToken;
+use tokio::io::{AsyncBufReadExt, AsyncReadExt as _, AsyncWriteExt, BufReader};
 
+use lambdex_tests::admin::Admin;
 use lambdex_tests::world::World;
 
 /// The binary under test.
 const LAMBDEX: &str = env!("CARGO_BIN_EXE_lambdex");
-
-/// A running admin server and a token it takes.
-struct Admin {
-    url: String,
-    token: String,
-    http: reqwest::Client,
-    shutdown: CancellationToken,
-}
-
-impl Admin {
-    /// Serves `world`'s settings, changed by `adjust`, with one token.
-    async fn start(world: &World, adjust: impl FnOnce(&mut Config)) -> Self {
-        let mut config = world.config.clone();
-        let token = new_token().expect("random bytes");
-        config.admin.tokens = vec![AdminToken {
-            name: "support".to_owned(),
-            sha256: hash_token(&token),
-        }];
-        config.admin.rate_per_token = 1000.try_into().expect("not zero");
-        config.admin.burst_per_token = 1000.try_into().expect("not zero");
-        adjust(&mut config);
-        let lambda = lambda_client::local(&world.lambda.endpoint_url());
-        let (state, _sink) = AdminState::new(config, lambda)
-            .await
-            .expect("the admin state");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("binds");
-        let url = format!("http://{}", listener.local_addr().expect("an address"));
-        let shutdown = CancellationToken::new();
-        tokio::spawn(admin::serve(listener, state, shutdown.clone()));
-        Self {
-            url,
-            token,
-            http: reqwest::Client::new(),
-            shutdown,
-        }
-    }
-
-    fn get(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    fn post(&self, path: &str) -> reqwest::RequestBuilder {
-        self.http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.token)
-    }
-
-    /// Sends only the head of an image upload of `length` bytes, asking to
-    /// hear back before the body goes, and returns the answer's status line.
-    async fn answer_to_upload_head(&self, length: usize) -> String {
-        let address = self.url.trim_start_matches("http://");
-        let mut stream = tokio::net::TcpStream::connect(address)
-            .await
-            .expect("connects");
-        let head = format!(
-            "POST /v1/predictions HTTP/1.1\r\nHost: {address}\r\n\
-             Authorization: Bearer {}\r\nContent-Type: image/jpeg\r\n\
-             Content-Length: {length}\r\nExpect: 100-continue\r\n\r\n",
-            self.token
-        );
-        stream
-            .write_all(head.as_bytes())
-            .await
-            .expect("sends the head");
-        let mut line = String::new();
-        BufReader::new(stream)
-            .read_line(&mut line)
-            .await
-            .expect("an answer");
-        line
-    }
-}
-
-impl Drop for Admin {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-    }
-}
 
 async fn json_of(response: reqwest::Response) -> Value {
     response.json().await.expect("a JSON body")
@@ -200,6 +119,297 @@ async fn v1_needs_a_valid_token_and_each_token_has_its_rate() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn each_token_may_do_only_what_its_scopes_name_and_changes_are_audited() {
+    let world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
+    let dir = tempfile::tempdir().expect("a temp dir");
+    let audit_log = dir.path().join("audit.jsonl");
+    let viewer = new_token().expect("random bytes");
+    let admin = Admin::start(&world, |config| {
+        config.admin.audit_log = Some(audit_log.clone());
+        config.admin.tokens.push(AdminToken {
+            name: "viewer".to_owned(),
+            sha256: hash_token(&viewer),
+            scopes: Some([Scope::Predict, Scope::Read].into()),
+        });
+    })
+    .await;
+    let as_viewer = |path: &str| {
+        admin
+            .http
+            .post(format!("{}{path}", admin.url))
+            .bearer_auth(&viewer)
+    };
+    let job = json!({ "jobs": [{ "image_url": world.images.url("astronaut.png?scoped"), "job_id": "scoped" }] });
+
+    // Read: allowed.
+    let read = admin
+        .http
+        .get(format!("{}/v1/dead-letters", admin.url))
+        .bearer_auth(&viewer)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(read.status(), StatusCode::OK);
+    // Submit, replay and store: refused, naming the scope.
+    for (request, scope) in [
+        (as_viewer("/v1/jobs").json(&job), "submit"),
+        (
+            as_viewer("/v1/dead-letters/replay").json(&json!({ "dry_run": true })),
+            "replay",
+        ),
+        (
+            as_viewer("/v1/predictions?store=true&job_id=victim")
+                .header("content-type", "image/png")
+                .body(astronaut_png()),
+            "store",
+        ),
+    ] {
+        let refused = request.send().await.expect("answers");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN, "{scope}");
+        let error = json_of(refused).await["error"]
+            .as_str()
+            .expect("an error")
+            .to_owned();
+        assert!(
+            error.contains(&format!("token \"viewer\" lacks the scope \"{scope}\"")),
+            "{error}"
+        );
+    }
+    // Predict without storing: allowed.
+    let predicted = as_viewer("/v1/predictions")
+        .header("content-type", "image/png")
+        .body(astronaut_png())
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(predicted.status(), StatusCode::OK);
+    assert!(predicted.headers().get("x-lambdex-stored").is_none());
+    // The token with every scope submits.
+    let submitted = admin
+        .post("/v1/jobs")
+        .json(&job)
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(submitted.status(), StatusCode::ACCEPTED);
+
+    // One audit line per call that may change state, refused or not; none
+    // for reads; never a token.
+    let text = std::fs::read_to_string(&audit_log).expect("the audit log");
+    assert!(
+        !text.contains(&viewer) && !text.contains(&admin.token),
+        "{text}"
+    );
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|line| serde_json::from_str(line).expect("a JSON line"))
+        .collect();
+    let seen: Vec<(&str, &str, u64)> = lines
+        .iter()
+        .map(|line| {
+            (
+                line["token"].as_str().expect("a token name"),
+                line["request"].as_str().expect("a request"),
+                line["status"].as_u64().expect("a status"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("viewer", "/v1/jobs", 403),
+            ("viewer", "/v1/dead-letters/replay", 403),
+            ("viewer", "/v1/predictions?store=true&job_id=victim", 403),
+            ("viewer", "/v1/predictions", 200),
+            ("support", "/v1/jobs", 202),
+        ]
+    );
+    assert!(lines.iter().all(|line| line["method"] == "POST"));
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .expect("the refusal")
+            .contains("lacks the scope")
+    );
+    assert_eq!(lines[3]["detail"]["stored"], false);
+    assert_eq!(lines[3]["detail"]["faces"], 1);
+    assert_eq!(lines[4]["detail"]["job_ids"], json!(["scoped"]));
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_and_half_sent_requests_are_cut_off_and_never_crowd_out_a_real_one() {
+    const HALF_SENT: usize = 300;
+    let world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
+    let admin = Admin::start(&world, |config| {
+        config.admin.header_read_timeout = Duration::from_secs(1);
+        config.admin.request_timeout = Duration::from_secs(2);
+    })
+    .await;
+    let address = admin.url.trim_start_matches("http://").to_owned();
+    let mut half_sent = Vec::with_capacity(HALF_SENT);
+    for _ in 0..HALF_SENT {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\nHost: lambdex\r\nX-Slow: ")
+            .await
+            .expect("sends half a head");
+        half_sent.push(stream);
+    }
+    // A real request is answered at once, beside them.
+    let started = Instant::now();
+    let health = admin
+        .http
+        .get(format!("{}/healthz", admin.url))
+        .timeout(Duration::from_secs(2))
+        .send()
+        .await
+        .expect("answered beside the half-sent requests");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(started.elapsed() < Duration::from_secs(2));
+    // Each half-sent request is closed once its head is late.
+    for mut stream in half_sent {
+        let mut rest = Vec::new();
+        let closed = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest))
+            .await
+            .expect("closed within the header-read timeout");
+        // hyper may answer 408 first; either way the connection ends.
+        assert!(closed.is_err() || rest.is_empty() || rest.starts_with(b"HTTP/1.1 408"));
+    }
+
+    // A body that never finishes is cut off by the request timeout.
+    let mut stream = tokio::net::TcpStream::connect(&address)
+        .await
+        .expect("connects");
+    let head = format!(
+        "POST /v1/jobs HTTP/1.1\r\nHost: lambdex\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{\"jobs\"",
+        admin.token
+    );
+    stream.write_all(head.as_bytes()).await.expect("sends");
+    let mut line = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(10),
+        BufReader::new(stream).read_line(&mut line),
+    )
+    .await
+    .expect("answered within the request timeout")
+    .expect("reads");
+    assert!(line.starts_with("HTTP/1.1 503 "), "{line}");
+    drop(admin);
+
+    // Past the connection cap, new connections wait (in the kernel's
+    // backlog) until a late head frees a place: the server never holds
+    // more than the cap.
+    let capped = Admin::start(&world, |config| {
+        config.admin.header_read_timeout = Duration::from_secs(1);
+        config.admin.max_connections = 20;
+    })
+    .await;
+    let address = capped.url.trim_start_matches("http://").to_owned();
+    let mut holding = Vec::new();
+    for _ in 0..20 {
+        let mut stream = tokio::net::TcpStream::connect(&address)
+            .await
+            .expect("connects");
+        stream
+            .write_all(b"GET /healthz HTTP/1.1\r\n")
+            .await
+            .expect("sends half a head");
+        holding.push(stream);
+    }
+    let started = Instant::now();
+    let health = capped
+        .http
+        .get(format!("{}/healthz", capped.url))
+        .timeout(Duration::from_secs(10))
+        .send()
+        .await
+        .expect("answered once a place is free");
+    assert_eq!(health.status(), StatusCode::OK);
+    assert!(
+        started.elapsed() >= Duration::from_millis(500),
+        "answered in {:?} while 20 connections held the cap of 20",
+        started.elapsed()
+    );
+    drop(holding);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn unauthenticated_routes_cost_a_constant_however_often_they_are_called() {
+    const CALLS: usize = 50;
+    let world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
+    // A "broker" that accepts connections and never answers: each
+    // attempt to reach it is counted.
+    let black_hole = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("binds");
+    let port = black_hole.local_addr().expect("an address").port();
+    let attempts = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    tokio::spawn({
+        let attempts = std::sync::Arc::clone(&attempts);
+        async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = black_hole.accept().await {
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                held.push(stream);
+            }
+        }
+    });
+    let admin = Admin::start(&world, |config| {
+        config.queue.url = format!("amqp://guest:guest@127.0.0.1:{port}/%2f").into();
+        config.queue.connect_timeout = Duration::from_secs(1);
+        config.admin.readiness_timeout = Duration::from_secs(3);
+        config.admin.readiness_cache = Duration::from_secs(60);
+    })
+    .await;
+    let started = Instant::now();
+    let calls = (0..CALLS).map(|_| {
+        admin
+            .http
+            .get(format!("{}/readyz", admin.url))
+            .timeout(Duration::from_secs(10))
+            .send()
+    });
+    let answers = futures::future::join_all(calls).await;
+    for answer in answers {
+        let answer = answer.expect("answered");
+        assert_eq!(answer.status(), StatusCode::SERVICE_UNAVAILABLE);
+        let body = json_of(answer).await;
+        assert_eq!(body["ready"], false);
+        let broker = body["checks"]["broker"]
+            .as_str()
+            .expect("the broker's check");
+        assert!(broker.contains("queue.connect_timeout"), "{broker}");
+        assert_eq!(body["checks"]["elasticsearch"], "ok");
+    }
+    // One check (one connection attempt, ended by its timeout) served
+    // every call.
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 1);
+
+    let scrapes = (0..CALLS).map(|_| {
+        admin
+            .http
+            .get(format!("{}/metrics", admin.url))
+            .timeout(Duration::from_secs(10))
+            .send()
+    });
+    for scrape in futures::future::join_all(scrapes).await {
+        assert_eq!(scrape.expect("answered").status(), StatusCode::OK);
+    }
+    assert_eq!(attempts.load(std::sync::atomic::Ordering::SeqCst), 2);
+    world.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn limits_and_the_ssrf_guard_refuse_what_is_too_much_or_not_allowed() {
     let world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
     let admin = Admin::start(&world, |config| {
@@ -269,6 +479,21 @@ async fn limits_and_the_ssrf_guard_refuse_what_is_too_much_or_not_allowed() {
         .expect("answers");
     assert_eq!(not_an_image.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 
+    // A URL with credentials is refused, and the answer does not echo them.
+    for route in ["/v1/predictions", "/v1/jobs"] {
+        let url = "http://bob:PASSWORD@8.8.8.8/photo.png";
+        let body = if route == "/v1/jobs" {
+            jobs(&[url])
+        } else {
+            json!({ "image_url": url })
+        };
+        let refused = admin.post(route).json(&body).send().await.expect("answers");
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{route}");
+        let text = refused.text().await.expect("a body");
+        assert!(text.contains("user information"), "{route}: {text}");
+        assert!(!text.contains("PASSWORD"), "{route}: {text}");
+    }
+
     // A synchronous prediction goes through the same guard.
     let refused = admin
         .post("/v1/predictions")
@@ -287,7 +512,11 @@ async fn limits_and_the_ssrf_guard_refuse_what_is_too_much_or_not_allowed() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_synchronous_prediction_runs_now_and_is_stored_on_request() {
     let mut world = World::new(LAMBDEX, Elastic::Noida, &[]).await;
-    let admin = Admin::start(&world, |_| {}).await;
+    // Readiness asked afresh each time: the test stops Elasticsearch.
+    let admin = Admin::start(&world, |config| {
+        config.admin.readiness_cache = Duration::ZERO;
+    })
+    .await;
 
     let ready = admin
         .http
@@ -339,7 +568,7 @@ async fn a_synchronous_prediction_runs_now_and_is_stored_on_request() {
                 .expect("answers")
         )
         .await["state"],
-        "pending"
+        "unknown"
     );
 
     // The image itself, uploaded.
@@ -449,6 +678,40 @@ async fn an_ad_hoc_job_is_processed_before_the_batch_backlog() {
         .expect("the ad-hoc job's document");
     // At most the batch lane's first prefetch (2) runs beside it.
     assert!(rank <= 2, "the ad-hoc job came {rank}th of 31");
+
+    // A job's state is one lookup by id: stored, failed (dead-lettered,
+    // with why), or unknown.
+    let lost = admin
+        .post("/v1/jobs")
+        .json(&json!({ "jobs": [{ "image_url": world.images.url("missing.png?ad-hoc"), "job_id": "lost" }] }))
+        .send()
+        .await
+        .expect("answers");
+    assert_eq!(lost.status(), StatusCode::ACCEPTED);
+    world.take_dead_letters(1).await;
+    let admin = &admin;
+    let state = |id: &'static str| async move {
+        json_of(
+            admin
+                .get(&format!("/v1/jobs/{id}"))
+                .send()
+                .await
+                .expect("answers"),
+        )
+        .await
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let failed = loop {
+        let failed = state("lost").await;
+        if failed["state"] != "unknown" || Instant::now() > deadline {
+            break failed;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(failed["state"], "failed", "{failed}");
+    assert_eq!(failed["document"]["failure"]["class"], "fetch_status");
+    assert_eq!(state("ad-hoc").await["state"], "stored");
+    assert_eq!(state("never-submitted").await["state"], "unknown");
     world.finish().await;
 }
 
@@ -609,6 +872,43 @@ async fn dead_letters_are_listed_shown_exported_and_replayed_or_purged_by_filter
         stdout_of(&world.lambdex(&["dlq", "purge", "--reason", "invalid_message", "--yes"]));
     assert!(purged.contains("1 deleted"), "{purged}");
     assert_eq!(world.ready_in(&dead).await, 1);
+
+    // A confirmed purge deletes what its count saw, not letters that
+    // arrived while the question waited.
+    let now = Utc::now().to_rfc3339();
+    world
+        .publish_dead_letter(b"counted", "invalid_message", &now)
+        .await;
+    let asked = Filter {
+        reason: Some(FailureClass::InvalidMessage),
+        ..Filter::default()
+    };
+    let queue = &world.config.queue;
+    let planned = dlq::take(queue, Action::Purge, &asked, true, |_| {}, |_| {})
+        .await
+        .expect("counted");
+    assert_eq!(planned.taken_total(), 1);
+    world
+        .publish_dead_letter(b"arrived after the count", "invalid_message", &now)
+        .await;
+    let purged = dlq::take(
+        queue,
+        Action::Purge,
+        &asked.as_counted(&planned),
+        false,
+        |_| {},
+        |_| {},
+    )
+    .await
+    .expect("purged");
+    assert_eq!(purged.taken_total(), 1);
+    let left = dlq::counts(queue).await.expect("counts");
+    let invalid = left
+        .iter()
+        .find(|count| count.reason == FailureClass::InvalidMessage)
+        .expect("the late letter is kept");
+    assert_eq!(invalid.count, 1);
+    assert_eq!(world.ready_in(&dead).await, 2);
     world.finish().await;
 }
 
@@ -719,6 +1019,7 @@ async fn the_openapi_document_is_valid_and_the_live_server_keeps_to_it() {
             "/v1/jobs",
             "/v1/jobs/{id}",
             "/v1/predictions",
+            "/v1/whoami",
         ])
     );
     assert!(document["components"]["schemas"]["PredictionDoc"].is_object());

@@ -24,6 +24,46 @@ fn predict_prints_a_row_per_face() {
 }
 
 #[test]
+fn predict_annotate_draws_each_face_box_and_label_on_a_copy() {
+    let photo = fixture("astronaut.png");
+    let out = tempfile::tempdir().expect("a temp dir");
+    let folder = out.path().join("annotated");
+    let output = lambdex(&[
+        "predict",
+        "--json",
+        photo.to_str().expect("a UTF-8 path"),
+        "--annotate",
+        folder.to_str().expect("a UTF-8 path"),
+    ]);
+    assert!(output.status.success(), "{output:?}");
+    let doc = PredictionDoc::from_slice(&output.stdout).expect("a PredictionDoc");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let written = folder.join("astronaut.annotated.png");
+    assert!(stderr.contains("annotated in"), "{stderr}");
+    let original = image::open(&photo).expect("the photo").to_rgb8();
+    let annotated = image::open(&written).expect("the annotated copy").to_rgb8();
+    assert_eq!(annotated.dimensions(), original.dimensions());
+    // The box's outline is drawn where the document puts the face, in the
+    // box colour, and the face inside it is left as it was.
+    let face = &doc.faces[0].bbox;
+    let (left, top) = (face.x.round() as u32, face.y.round() as u32);
+    let middle_y = top + face.height as u32 / 2;
+    assert_eq!(annotated.get_pixel(left, middle_y).0, [255, 212, 0]);
+    let centre = (left + face.width as u32 / 2, middle_y);
+    assert_eq!(
+        annotated.get_pixel(centre.0, centre.1),
+        original.get_pixel(centre.0, centre.1)
+    );
+    // The label's band sits above the box: dark, with white text in it.
+    let band: Vec<[u8; 3]> = (left..left + 40)
+        .flat_map(|x| (top.saturating_sub(20)..top.saturating_sub(2)).map(move |y| (x, y)))
+        .map(|(x, y)| annotated.get_pixel(x, y).0)
+        .collect();
+    assert!(band.contains(&[0, 0, 0]), "no band above the box");
+    assert!(band.contains(&[255, 255, 255]), "no text in the band");
+}
+
+#[test]
 fn predict_json_prints_one_document_per_image() {
     let photo = fixture("astronaut.png");
     let photo = photo.to_str().expect("a UTF-8 path");
@@ -196,7 +236,14 @@ fn config_check_prints_the_effective_settings_and_refuses_a_bad_one_with_exit_64
 
 #[test]
 fn a_new_token_hashes_to_its_entry_and_the_admin_needs_one_to_start() {
-    let output = lambdex(&["admin", "new-token", "--name", "ops"]);
+    let output = lambdex(&[
+        "admin",
+        "new-token",
+        "--name",
+        "ops",
+        "--scopes",
+        "replay,read",
+    ]);
     assert!(output.status.success(), "{output:?}");
     let printed = String::from_utf8(output.stdout).expect("UTF-8");
     let token = printed
@@ -212,6 +259,14 @@ fn a_new_token_hashes_to_its_entry_and_the_admin_needs_one_to_start() {
         printed.contains("[[admin.tokens]]\nname = \"ops\""),
         "{printed}"
     );
+    assert!(
+        printed.contains("\nscopes = [\"read\", \"replay\"]\n"),
+        "{printed}"
+    );
+    let unknown = lambdex(&["admin", "new-token", "--scopes", "everything"]);
+    assert!(!unknown.status.success());
+    let stderr = String::from_utf8(unknown.stderr).expect("UTF-8");
+    assert!(stderr.contains("\"everything\" is not a scope"), "{stderr}");
 
     let mut hash = Command::new(env!("CARGO_BIN_EXE_lambdex"))
         .args(["admin", "hash-token"])

@@ -82,7 +82,11 @@ async fn the_committed_definitions_import_and_match_what_the_worker_declares() {
     // The worker's declaration finds the same objects, and the bindings
     // route both lanes.
     let url = RABBITMQ_URL.replace("%2f", &vhost.0);
-    let connection = amqp::connect(&url, "lambdex infra test")
+    let queue = lambdex::config::QueueConfig {
+        url: url.into(),
+        ..lambdex::config::QueueConfig::default()
+    };
+    let connection = amqp::connect(&queue, "lambdex infra test")
         .await
         .expect("RabbitMQ answers");
     let channel = amqp::confirmed_channel(&connection)

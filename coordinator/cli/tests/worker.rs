@@ -57,6 +57,19 @@ async fn published_jobs_become_documents_and_poison_messages_are_dead_lettered()
         assert!(!header_text(headers, ERROR_HEADER).is_empty());
         assert_eq!(amqp::header_number(Some(headers), ATTEMPTS_HEADER), Some(1));
     }
+    // The dead-lettered job's outcome is in the index under its id (the
+    // messages that are not jobs have no id to keep it under).
+    let failed: Vec<PredictionDoc> = world
+        .all_documents()
+        .await
+        .into_iter()
+        .filter(|doc| doc.status == Status::Failed)
+        .collect();
+    assert_eq!(failed.len(), 1, "{failed:?}");
+    assert_eq!(failed[0].job_id, "gone");
+    let failure = failed[0].failure.as_ref().expect("its failure");
+    assert_eq!(failure.class, "fetch_status");
+    assert!(failure.reason.contains("404"), "{}", failure.reason);
     // The index was made from the strict template.
     let mapping: serde_json::Value = reqwest::get(format!(
         "{}/{}/_mapping",
@@ -320,7 +333,7 @@ async fn sink_server(kind: Elastic, prefix: &str) -> (ElasticServer, Elasticsear
         .await
         .expect("the server starts");
     let mut config = Config::default().elasticsearch;
-    config.url = server.url();
+    config.url = server.url().into();
     config.index = format!("{prefix}-{:08x}", fastrand::u32(..));
     config.flush_interval = Duration::from_millis(20);
     config.retry_max_delay = Duration::from_millis(200);
@@ -471,7 +484,7 @@ async fn a_bulk_refused_whole_is_split_until_only_its_culprit_is_rejected() {
         .expect("the server starts");
     let proxy = ElasticProxy::start(&server.url()).await.expect("starts");
     let mut config = Config::default().elasticsearch;
-    config.url = proxy.url().to_owned();
+    config.url = proxy.url().into();
     config.index = format!("split-{:08x}", fastrand::u32(..));
     // One bulk request for all eight.
     config.flush_interval = Duration::from_millis(300);
@@ -510,7 +523,7 @@ async fn refused_credentials_block_the_sink_without_retrying_until_they_pass() {
         .expect("the server starts");
     let proxy = ElasticProxy::start(&server.url()).await.expect("starts");
     let mut config = Config::default().elasticsearch;
-    config.url = proxy.url().to_owned();
+    config.url = proxy.url().into();
     config.index = format!("auth-{:08x}", fastrand::u32(..));
     config.flush_interval = Duration::from_millis(20);
     let (sink, task) = Sink::start(&config).expect("the sink starts");

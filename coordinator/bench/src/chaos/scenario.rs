@@ -345,7 +345,7 @@ struct Watched {
 impl Watched {
     fn of(world: &World) -> Self {
         Self {
-            amqp_url: world.config.queue.url.clone(),
+            amqp_url: world.config.queue.url.expose().to_owned(),
             dead_queue: world.topology().dead_queue,
             elastic_url: world.elastic.url(),
             index: world.config.elasticsearch.index.clone(),
@@ -383,7 +383,11 @@ async fn watch(watched: Watched, tally: &mut Tally, deadline: Instant) -> anyhow
 }
 
 async fn reconnect(url: &str) -> Option<(lapin::Connection, lapin::Channel)> {
-    let connection = amqp::connect(url, "lambdex chaos").await.ok()?;
+    let config = lambdex::config::QueueConfig {
+        url: url.into(),
+        ..lambdex::config::QueueConfig::default()
+    };
+    let connection = amqp::connect(&config, "lambdex chaos").await.ok()?;
     let channel = connection.create_channel().await.ok()?;
     Some((connection, channel))
 }
@@ -404,7 +408,9 @@ async fn take_dead_letters(
     Ok(())
 }
 
-/// The job ids of every document in the scenario's index.
+/// The job ids of every result in the scenario's index (not the failed
+/// documents the worker keeps for dead-lettered jobs: those count as
+/// their dead letters).
 async fn stored_job_ids(watched: &Watched) -> anyhow::Result<Vec<String>> {
     let url = format!(
         "{}/{}/_search?size=10000",
@@ -419,6 +425,7 @@ async fn stored_job_ids(watched: &Watched) -> anyhow::Result<Vec<String>> {
         .as_array()
         .map(|hits| {
             hits.iter()
+                .filter(|hit| hit["_source"]["status"] != "failed")
                 .filter_map(|hit| hit["_id"].as_str().map(str::to_owned))
                 .collect()
         })

@@ -3,7 +3,7 @@
 use std::io::BufRead as _;
 
 use anyhow::Context as _;
-use lambdex::config::Config;
+use lambdex::config::{Config, Scope};
 
 use super::{ConfigArgs, shutdown_signal};
 use crate::UsageError;
@@ -14,9 +14,13 @@ pub enum Command {
     Serve(ConfigArgs),
     /// Print a new random token and its `[[admin.tokens]]` entry.
     NewToken {
-        /// The token's name in logs and its rate limit.
+        /// The token's name in logs, audit lines and its rate limit.
         #[arg(long, default_value = "support")]
         name: String,
+        /// What it may do (comma-separated): predict, store, submit, read,
+        /// replay. The default lets it label photos and read results only.
+        #[arg(long, value_delimiter = ',', default_value = "predict,read")]
+        scopes: Vec<Scope>,
     },
     /// Print the SHA-256 of the token read from stdin, for `admin.tokens`.
     HashToken,
@@ -25,7 +29,7 @@ pub enum Command {
 pub async fn run(command: Command) -> anyhow::Result<()> {
     match command {
         Command::Serve(args) => serve(args.load()?).await,
-        Command::NewToken { name } => {
+        Command::NewToken { name, scopes } => {
             let token = lambdex::admin::new_token()
                 .map_err(|error| anyhow::anyhow!("no random bytes: {error}"))?;
             println!("token (give it to its holder; it is not stored): {token}");
@@ -33,6 +37,12 @@ pub async fn run(command: Command) -> anyhow::Result<()> {
             println!("[[admin.tokens]]");
             println!("name = {name:?}");
             println!("sha256 = {:?}", lambdex::admin::hash_token(&token));
+            let scopes: std::collections::BTreeSet<Scope> = scopes.into_iter().collect();
+            let scopes: Vec<String> = scopes
+                .iter()
+                .map(|scope| format!("{:?}", scope.as_str()))
+                .collect();
+            println!("scopes = [{}]", scopes.join(", "));
             Ok(())
         }
         Command::HashToken => {
@@ -71,7 +81,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             shutdown.cancel();
         }
     });
-    lambdex::admin::serve(listener, state, shutdown).await?;
+    lambdex::admin::serve(listener, state, shutdown).await;
     sink_task.await.context("the Elasticsearch sink")?;
     Ok(())
 }

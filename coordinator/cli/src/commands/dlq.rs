@@ -66,6 +66,7 @@ impl FilterArgs {
             reason: self.reason.as_deref().map(FailureClass::from),
             since: self.since,
             limit,
+            first: None,
         }
     }
 }
@@ -135,7 +136,8 @@ pub async fn run(config: &QueueConfig, command: Command) -> anyhow::Result<()> {
                 println!("nothing deleted");
                 return Ok(());
             }
-            let summary = take(config, Action::Purge, &filter, false).await?;
+            // What was counted, not what arrived while the question waited.
+            let summary = take(config, Action::Purge, &filter.as_counted(&planned), false).await?;
             print_summary("deleted", &summary);
         }
     }

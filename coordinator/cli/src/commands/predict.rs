@@ -3,6 +3,7 @@
 //! behind an embedded local Lambda, or (`--remote`) the configured
 //! endpoint's.
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
@@ -17,6 +18,7 @@ use lambdex_local::{LocalConfig, LocalLambda};
 use lambdex_proto::{Failure, FailureClass, Job, PredictionDoc, Status};
 
 use super::{ConfigArgs, models_dir};
+use crate::annotate;
 use crate::input::Input;
 use crate::render;
 
@@ -28,6 +30,11 @@ pub struct Args {
     /// Print one JSON document per line instead of a table.
     #[arg(long)]
     json: bool,
+    /// Also write each image with its faces boxed and labelled into this
+    /// folder (made if missing): `NAME.annotated.jpg` for a JPEG, else
+    /// `.png`.
+    #[arg(long, value_name = "DIR")]
+    annotate: Option<PathBuf>,
     /// The folder holding blazeface/ and age-gender/ (default: see README).
     #[arg(long, env = models::MODELS_DIR_ENV)]
     models_dir: Option<PathBuf>,
@@ -76,15 +83,35 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         }
         None => Pipeline::new(config).await?,
     };
+    if let Some(dir) = &args.annotate {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("cannot make --annotate {}", dir.display()))?;
+    }
+    let keep = args.annotate.is_some();
     let input = Input::default();
-    let docs: Vec<PredictionDoc> = futures::stream::iter(&args.images)
-        .map(|source| one_image(&pipeline, &input, source))
+    let results: Vec<(PredictionDoc, Option<Vec<u8>>)> = futures::stream::iter(&args.images)
+        .map(|source| one_image(&pipeline, &input, source, keep))
         .buffered(args.concurrency.max(1))
         .collect()
         .await;
     if let Some(lambda) = local {
         lambda.shutdown().await;
     }
+    let mut annotation_failed = false;
+    if let Some(dir) = &args.annotate {
+        let mut taken = BTreeSet::new();
+        for ((doc, image), source) in results.iter().zip(&args.images) {
+            let Some(image) = image else { continue };
+            match annotate::write(dir, source, image, doc, &mut taken) {
+                Ok(path) => eprintln!("lambdex: {source}: annotated in {}", path.display()),
+                Err(error) => {
+                    eprintln!("lambdex: {source}: {error}");
+                    annotation_failed = true;
+                }
+            }
+        }
+    }
+    let docs: Vec<PredictionDoc> = results.into_iter().map(|(doc, _)| doc).collect();
 
     if args.json {
         for doc in &docs {
@@ -100,24 +127,40 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             failed += usize::from(doc.status == Status::Failed);
         }
     }
-    Ok(if failed == 0 {
+    Ok(if failed == 0 && !annotation_failed {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
     })
 }
 
-async fn one_image(pipeline: &Pipeline, input: &Input, source: &str) -> PredictionDoc {
+/// `source`'s document, and its bytes when `keep` and they were read.
+async fn one_image(
+    pipeline: &Pipeline,
+    input: &Input,
+    source: &str,
+    keep: bool,
+) -> (PredictionDoc, Option<Vec<u8>>) {
     let job = Job::new(source, source);
     if Input::is_url(source) {
-        return pipeline.process(&job).await;
+        return if keep {
+            pipeline.process_keeping_image(&job).await
+        } else {
+            (pipeline.process(&job).await, None)
+        };
     }
     match input.read_file(Path::new(source)).await {
-        Ok(bytes) => pipeline.process_bytes(&job, bytes).await,
-        Err(error) => aggregate::failed(
-            &job,
-            Failure::new(FailureClass::ReadFailed, error.to_string(), false),
-            Timings::default(),
+        Ok(bytes) => {
+            let kept = keep.then(|| bytes.clone());
+            (pipeline.process_bytes(&job, bytes).await, kept)
+        }
+        Err(error) => (
+            aggregate::failed(
+                &job,
+                Failure::new(FailureClass::ReadFailed, error.to_string(), false),
+                Timings::default(),
+            ),
+            None,
         ),
     }
 }

@@ -37,8 +37,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("metrics.listen {address}"))?;
         tracing::info!(%address, "serving /metrics and /readyz");
+        let limits = lambdex::admin::ServerLimits {
+            header_read_timeout: config.metrics.header_read_timeout,
+            max_connections: config.metrics.max_connections,
+            shutdown_grace: config.queue.shutdown_deadline,
+        };
         tokio::spawn(lambdex::admin::serve_metrics(
             listener,
+            limits,
             shutdown.clone(),
             worker.health(),
         ));

@@ -1,14 +1,20 @@
 //! Bearer tokens: stored as SHA-256 digests, compared in constant time
 //! against every configured one, then rate limited per token.
 //!
+//! Each token carries scopes (`admin.tokens.scopes`); every `/v1` route
+//! names the one it needs ([`require_scope`]), and a token without it
+//! gets 403 naming what is missing.
+//!
 //! Tokens are 256-bit random strings (`lambdex admin new-token`), so one
 //! unsalted SHA-256 is enough to keep them out of the config file: no
 //! dictionary reaches them. The limiter is keyed by the token's name, and
 //! only a valid token gets a key, so its memory is bounded by the config.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::Json;
+use axum::extract::{Extension, Request, State};
 use axum::http::{StatusCode, header};
 use axum::middleware::Next;
 use axum::response::Response;
@@ -19,19 +25,52 @@ use subtle::{Choice, ConstantTimeEq as _};
 
 use super::AdminState;
 use super::error::ApiError;
-use crate::config::AdminConfig;
+use crate::config::{AdminConfig, Scope};
 
 /// Random bytes in a new token.
 const TOKEN_BYTES: usize = 32;
 
 /// The caller a valid token names, for handlers and logs.
 #[derive(Debug, Clone)]
-pub struct Caller(pub String);
+pub struct Caller {
+    /// The token's name (never the token).
+    pub name: String,
+    scopes: BTreeSet<Scope>,
+}
+
+impl Caller {
+    /// 403 unless the token has `scope`.
+    pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
+        if self.scopes.contains(&scope) {
+            return Ok(());
+        }
+        let has: Vec<&str> = self.scopes.iter().map(|scope| scope.as_str()).collect();
+        Err(ApiError::new(
+            StatusCode::FORBIDDEN,
+            format!(
+                "token {:?} lacks the scope \"{scope}\" this needs (it has: {}); scopes are granted in admin.tokens",
+                self.name,
+                if has.is_empty() {
+                    "none".to_owned()
+                } else {
+                    has.join(", ")
+                }
+            ),
+        ))
+    }
+}
+
+/// One configured token.
+#[derive(Debug)]
+struct Known {
+    name: String,
+    digest: [u8; 32],
+    scopes: BTreeSet<Scope>,
+}
 
 #[derive(Debug)]
 pub struct Auth {
-    /// (name, SHA-256 digest) of every token.
-    tokens: Vec<(String, [u8; 32])>,
+    tokens: Vec<Known>,
     limiter: DefaultKeyedRateLimiter<String>,
     clock: DefaultClock,
 }
@@ -42,7 +81,11 @@ impl Auth {
         let tokens = config
             .tokens
             .iter()
-            .map(|token| (token.name.clone(), digest_of_hex(&token.sha256)))
+            .map(|token| Known {
+                name: token.name.clone(),
+                digest: digest_of_hex(&token.sha256),
+                scopes: token.scopes.clone().unwrap_or_default(),
+            })
             .collect();
         let quota = Quota::per_second(config.rate_per_token).allow_burst(config.burst_per_token);
         Self {
@@ -52,16 +95,16 @@ impl Auth {
         }
     }
 
-    /// The name of the token whose digest is `presented`'s, looking at
-    /// every token whatever matches, so timing tells nothing.
-    fn name_of(&self, presented: &str) -> Option<&str> {
+    /// The token whose digest is `presented`'s, looking at every token
+    /// whatever matches, so timing tells nothing.
+    fn find(&self, presented: &str) -> Option<&Known> {
         let digest: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
         let mut found = None;
         let mut any = Choice::from(0);
-        for (name, stored) in &self.tokens {
-            let matches = digest.ct_eq(stored);
+        for known in &self.tokens {
+            let matches = digest.ct_eq(&known.digest);
             if bool::from(matches & !any) {
-                found = Some(name.as_str());
+                found = Some(known);
             }
             any |= matches;
         }
@@ -112,14 +155,14 @@ pub async fn require_token(
             "an Authorization: Bearer token is required",
         ));
     };
-    let Some(name) = state.auth.name_of(presented) else {
+    let Some(known) = state.auth.find(presented) else {
         tracing::info!(path = %request.uri().path(), "refused a request with an unknown token");
         return Err(ApiError::new(
             StatusCode::UNAUTHORIZED,
             "the token is not valid",
         ));
     };
-    let name = name.to_owned();
+    let name = known.name.clone();
     if let Err(not_until) = state.auth.limiter.check_key(&name) {
         let wait = not_until.wait_time_from(state.auth.clock.now());
         return Err(ApiError::new(
@@ -128,7 +171,60 @@ pub async fn require_token(
         )
         .with_retry_after(wait.as_secs().max(1)));
     }
-    request.extensions_mut().insert(Caller(name));
+    request.extensions_mut().insert(Caller {
+        name,
+        scopes: known.scopes.clone(),
+    });
+    Ok(next.run(request).await)
+}
+
+/// Who a token is, for the console (it shows only what the scopes allow).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct WhoAmI {
+    /// The token's name.
+    token: String,
+    /// What it may do.
+    scopes: Vec<String>,
+}
+
+/// The token's name and scopes (any valid token may ask).
+#[utoipa::path(
+    get,
+    path = "/v1/whoami",
+    tag = "tokens",
+    responses(
+        (status = 200, description = "The token's name and scopes", body = WhoAmI),
+        (status = 401, description = "No valid token", body = super::error::ErrorBody),
+        (status = 429, description = "Over the token's rate", body = super::error::ErrorBody),
+    ),
+    security(("bearer" = []))
+)]
+pub async fn whoami(Extension(caller): Extension<Caller>) -> Json<WhoAmI> {
+    Json(WhoAmI {
+        token: caller.name,
+        scopes: caller
+            .scopes
+            .iter()
+            .map(|scope| scope.as_str().to_owned())
+            .collect(),
+    })
+}
+
+/// A route's guard, after [`require_token`]: 403 unless the token has
+/// `scope`.
+pub async fn require_scope(
+    scope: Scope,
+    request: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let Some(caller) = request.extensions().get::<Caller>() else {
+        // Only routed behind `require_token`; refuse rather than trust.
+        return Err(ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "an Authorization: Bearer token is required",
+        ));
+    };
+    caller.require(scope)?;
     Ok(next.run(request).await)
 }
 
@@ -144,6 +240,7 @@ mod tests {
                 .map(|(name, token)| AdminToken {
                     name: (*name).to_owned(),
                     sha256: hash_token(token),
+                    scopes: Some([Scope::Read].into()),
                 })
                 .collect(),
             ..AdminConfig::default()
@@ -154,13 +251,41 @@ mod tests {
     #[test]
     fn a_token_is_known_by_its_digest_only() {
         let auth = auth(&[("support", "ldx_one"), ("ops", "ldx_two")]);
-        assert_eq!(auth.name_of("ldx_one"), Some("support"));
-        assert_eq!(auth.name_of("ldx_two"), Some("ops"));
-        assert_eq!(auth.name_of("ldx_three"), None);
-        assert_eq!(auth.name_of(""), None);
+        let name_of = |token| auth.find(token).map(|known| known.name.as_str());
+        assert_eq!(name_of("ldx_one"), Some("support"));
+        assert_eq!(name_of("ldx_two"), Some("ops"));
+        assert_eq!(name_of("ldx_three"), None);
+        assert_eq!(name_of(""), None);
         // What is stored is not the token.
         assert_eq!(hash_token("ldx_one").len(), 64);
         assert_ne!(hash_token("ldx_one"), "ldx_one");
+    }
+
+    #[test]
+    fn a_caller_may_do_only_what_its_scopes_name() {
+        let caller = Caller {
+            name: "support".to_owned(),
+            scopes: [Scope::Predict, Scope::Read].into(),
+        };
+        assert!(caller.require(Scope::Predict).is_ok());
+        assert!(caller.require(Scope::Read).is_ok());
+        let refused = caller.require(Scope::Store).expect_err("not granted");
+        assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+        assert_eq!(
+            refused.message(),
+            "token \"support\" lacks the scope \"store\" this needs (it has: predict, read); scopes are granted in admin.tokens"
+        );
+        let nothing = Caller {
+            name: "new".to_owned(),
+            scopes: BTreeSet::new(),
+        };
+        assert!(
+            nothing
+                .require(Scope::Read)
+                .expect_err("none")
+                .message()
+                .contains("(it has: none)")
+        );
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The admin trigger's one RabbitMQ connection, opened on first use and
-//! again after it is lost.
+//! again after it is lost; opening it (connection, channel, topology)
+//! takes at most `queue.connect_timeout`, so callers queued behind the
+//! lock wait a bounded time too.
 
 use lapin::{Channel, Connection};
 use tokio::sync::Mutex;
@@ -41,9 +43,18 @@ impl Broker {
         {
             return Ok(channel.clone());
         }
-        let connection = amqp::connect(&self.config.url, "lambdex admin").await?;
-        let channel = amqp::confirmed_channel(&connection).await?;
-        self.topology.declare(&channel).await?;
+        let opening = async {
+            let connection = amqp::connect(&self.config, "lambdex admin").await?;
+            let channel = amqp::confirmed_channel(&connection).await?;
+            self.topology.declare(&channel).await?;
+            Ok::<_, AmqpError>((connection, channel))
+        };
+        let (connection, channel) = tokio::time::timeout(self.config.connect_timeout, opening)
+            .await
+            .map_err(|_| AmqpError::ConnectTimeout {
+                url: self.config.url.redacted(),
+                timeout: self.config.connect_timeout,
+            })??;
         *open = Some((connection, channel.clone()));
         Ok(channel)
     }

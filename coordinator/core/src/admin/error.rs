@@ -43,7 +43,21 @@ impl ApiError {
         self.retry_after_secs = Some(secs);
         self
     }
+
+    #[cfg(test)]
+    pub fn status(&self) -> StatusCode {
+        self.status
+    }
+
+    #[cfg(test)]
+    pub fn message(&self) -> &str {
+        &self.message
+    }
 }
+
+/// An error answer's message, kept on the response for the audit line.
+#[derive(Debug, Clone)]
+pub struct ErrorMessage(pub String);
 
 /// A body or query axum could not take, as a JSON error with axum's status.
 macro_rules! from_rejection {
@@ -66,10 +80,11 @@ impl IntoResponse for ApiError {
         let mut response = (
             self.status,
             Json(ErrorBody {
-                error: self.message,
+                error: self.message.clone(),
             }),
         )
             .into_response();
+        response.extensions_mut().insert(ErrorMessage(self.message));
         if let Some(secs) = self.retry_after_secs {
             response
                 .headers_mut()

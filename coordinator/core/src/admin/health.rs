@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
+use std::time::Instant;
 
 use aws_sdk_lambda::types::InvocationType;
 use axum::Json;
@@ -26,7 +27,7 @@ pub struct Health {
     status: String,
 }
 
-#[derive(Debug, Serialize, ToSchema)]
+#[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Readiness {
     ready: bool,
     /// `broker`, `elasticsearch`, `face_crop`: `ok`, or what failed.
@@ -44,13 +45,27 @@ pub async fn healthz() -> Json<Health> {
 
 /// RabbitMQ, Elasticsearch and the face-crop function are reachable (the
 /// function by a `DryRun` invocation, which runs nothing and costs
-/// nothing).
+/// nothing). Checked at most once per `admin.readiness_cache`, one check
+/// at a time: a flood of unauthenticated calls costs the services nothing.
 #[utoipa::path(get, path = "/readyz", tag = "operations",
     responses(
         (status = 200, description = "Ready", body = Readiness),
         (status = 503, description = "A dependency is not reachable", body = Readiness),
     ))]
 pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<Readiness>) {
+    let mut cached = state.readiness.lock().await;
+    if let Some((checked, status, readiness)) = cached.as_ref()
+        && checked.elapsed() < state.config.admin.readiness_cache
+    {
+        return (*status, Json(readiness.clone()));
+    }
+    let (status, readiness) = check_readiness(&state).await;
+    *cached = Some((Instant::now(), status, readiness.clone()));
+    (status, Json(readiness))
+}
+
+/// Asks each service now, each within `admin.readiness_timeout`.
+async fn check_readiness(state: &AdminState) -> (StatusCode, Readiness) {
     let timeout = state.config.admin.readiness_timeout;
     let broker = within(
         timeout,
@@ -106,7 +121,7 @@ pub async fn readyz(State(state): State<Arc<AdminState>>) -> (StatusCode, Json<R
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (status, Json(Readiness { ready, checks }))
+    (status, Readiness { ready, checks })
 }
 
 /// What a readiness check ended with: `ok`, or what failed.
@@ -139,21 +154,41 @@ pub fn worker_readiness(worker: &WorkerHealth) -> (StatusCode, Json<Readiness>) 
 #[utoipa::path(get, path = "/metrics", tag = "operations",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<Arc<AdminState>>) -> impl IntoResponse {
-    // Queue depths are read now, not recorded as they change.
-    if let Ok(channel) = state.broker.channel().await {
-        let topology = state.broker.topology();
-        let queues = [
-            &topology.jobs_queue,
-            &topology.priority_queue,
-            &topology.dead_queue,
-        ];
-        for queue in queues {
-            if let Ok(ready) = dlq::message_count(&channel, queue).await {
-                metrics::queue_messages(queue, ready);
+    // Queue depths are read from the broker, not recorded as they change:
+    // at most once per `admin.readiness_cache`, within
+    // `admin.readiness_timeout`; a scrape in between shows the last read.
+    {
+        let mut read = state.depths_read.lock().await;
+        let config = &state.config.admin;
+        if read.is_none_or(|read| read.elapsed() >= config.readiness_cache) {
+            let reading = read_queue_depths(&state);
+            if tokio::time::timeout(config.readiness_timeout, reading)
+                .await
+                .is_err()
+            {
+                tracing::warn!(timeout = ?config.readiness_timeout, "queue depths: RabbitMQ did not answer in time");
             }
+            *read = Some(Instant::now());
         }
     }
     metrics_text(state.metrics.render())
+}
+
+async fn read_queue_depths(state: &AdminState) {
+    let Ok(channel) = state.broker.channel().await else {
+        return;
+    };
+    let topology = state.broker.topology();
+    let queues = [
+        &topology.jobs_queue,
+        &topology.priority_queue,
+        &topology.dead_queue,
+    ];
+    for queue in queues {
+        if let Ok(ready) = dlq::message_count(&channel, queue).await {
+            metrics::queue_messages(queue, ready);
+        }
+    }
 }
 
 pub fn metrics_text(text: String) -> impl IntoResponse {

@@ -1,5 +1,6 @@
 //! `POST /v1/jobs` (ad-hoc jobs on the priority lane) and `GET
-//! /v1/jobs/{id}` (a job's document, or its state).
+//! /v1/jobs/{id}` (a job's state, by one lookup in the index: the worker
+//! stores a failed job's document when it dead-letters it).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -9,23 +10,24 @@ use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Extension, Path, State};
 use axum::http::StatusCode;
-use chrono::{DateTime, Utc};
 use elasticsearch::GetParts;
-use lambdex_proto::{Job, MAX_PRIORITY, PredictionDoc};
+use lambdex_proto::{Job, MAX_PRIORITY, PredictionDoc, Status};
 use lapin::types::FieldTable;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
 use super::AdminState;
+use super::audit::Detail;
 use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
 use crate::pipeline::ssrf::Guard;
 use crate::queue::amqp;
-use crate::queue::dlq::{self, DlqError};
 use crate::queue::enqueue::{job_id_of, publish_on};
 
 /// Who submitted an ad-hoc job: the token's name.
 pub const SUBMITTED_BY_HEADER: &str = "x-lambdex-submitted-by";
+/// Job ids an audit line names of one submission (it counts them all).
+const AUDITED_JOB_IDS: usize = 20;
 
 /// Ad-hoc jobs, processed ahead of the batch backlog.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -63,24 +65,16 @@ pub struct JobsAccepted {
     job_ids: Vec<String>,
 }
 
-/// A job's document, or where it is.
+/// What is known of a job: one lookup by id in the index.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JobState {
-    /// `stored`, `dead_lettered`, or `pending` (neither: queued, running,
-    /// or never submitted: the API cannot tell these apart).
+    /// `stored` (its result: ok, no_faces or partial), `failed` (it was
+    /// dead-lettered: the document's `failure` says why; a replay that
+    /// succeeds replaces it), or `unknown` (nothing recorded yet: queued,
+    /// running, or never submitted).
     state: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     document: Option<PredictionDoc>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    dead_letter: Option<DeadLetterState>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeadLetterState {
-    reason: String,
-    error: Option<String>,
-    attempts: Option<i64>,
-    last_failure: Option<DateTime<Utc>>,
 }
 
 /// Publish jobs on the priority lane, ahead of the batch backlog.
@@ -93,19 +87,20 @@ pub struct DeadLetterState {
         (status = 202, description = "Published and confirmed", body = JobsAccepted),
         (status = 400, description = "A job or URL is not valid (named by its index)", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the submit scope", body = ErrorBody),
         (status = 413, description = "Over admin.max_body_bytes"),
         (status = 415, description = "Not application/json", body = ErrorBody),
         (status = 422, description = "Not a jobs request", body = ErrorBody),
         (status = 429, description = "Over the token's rate", body = ErrorBody),
         (status = 503, description = "RabbitMQ unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["submit"]))
 )]
 pub async fn create(
     State(state): State<Arc<AdminState>>,
-    Extension(Caller(caller)): Extension<Caller>,
+    Extension(caller): Extension<Caller>,
     request: Result<Json<JobsRequest>, JsonRejection>,
-) -> Result<(StatusCode, Json<JobsAccepted>), ApiError> {
+) -> Result<(StatusCode, Extension<Detail>, Json<JobsAccepted>), ApiError> {
     let Json(request) = request?;
     let max = state.config.admin.max_urls_per_request;
     if request.jobs.is_empty() {
@@ -141,14 +136,20 @@ pub async fn create(
         }
         jobs.push(job);
     }
-    let job_ids = jobs.iter().map(|job| job.job_id.clone()).collect();
+    let job_ids: Vec<String> = jobs.iter().map(|job| job.job_id.clone()).collect();
+    let detail = Detail(serde_json::json!({
+        "priority": request.priority,
+        "jobs": job_ids.len(),
+        // Enough to find them; the broker has the rest.
+        "job_ids": job_ids.iter().take(AUDITED_JOB_IDS).collect::<Vec<_>>(),
+    }));
     let channel = state
         .broker
         .channel()
         .await
         .map_err(ApiError::unavailable)?;
     let mut headers = FieldTable::default();
-    amqp::set_text(&mut headers, SUBMITTED_BY_HEADER, &caller);
+    amqp::set_text(&mut headers, SUBMITTED_BY_HEADER, &caller.name);
     publish_on(
         &channel,
         state.broker.topology(),
@@ -159,7 +160,11 @@ pub async fn create(
     )
     .await
     .map_err(ApiError::unavailable)?;
-    Ok((StatusCode::ACCEPTED, Json(JobsAccepted { job_ids })))
+    Ok((
+        StatusCode::ACCEPTED,
+        Extension(detail),
+        Json(JobsAccepted { job_ids }),
+    ))
 }
 
 /// Why the SSRF guard would refuse the URL, if it would: its host must
@@ -190,19 +195,20 @@ async fn refused_by_guard(guard: &Guard, url: &str) -> Option<String> {
     }
 }
 
-/// A job's stored document, or whether it was dead-lettered.
+/// A job's document: its result, or its failure if it was dead-lettered.
 #[utoipa::path(
     get,
     path = "/v1/jobs/{id}",
     tag = "jobs",
     params(("id" = String, Path, description = "The job id")),
     responses(
-        (status = 200, description = "The job's document or state", body = JobState),
+        (status = 200, description = "The job's state and document", body = JobState),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the read scope", body = ErrorBody),
         (status = 429, description = "Over the token's rate", body = ErrorBody),
-        (status = 503, description = "Elasticsearch or RabbitMQ unreachable", body = ErrorBody),
+        (status = 503, description = "Elasticsearch unreachable", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["read"]))
 )]
 pub async fn show(
     State(state): State<Arc<AdminState>>,
@@ -218,42 +224,30 @@ pub async fn show(
     match response.status_code().as_u16() {
         200 => {
             let body: serde_json::Value = response.json().await.map_err(ApiError::unavailable)?;
-            let document = serde_json::from_value(body["_source"].clone()).map_err(|error| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    format!("the stored document does not parse: {error}"),
-                )
-            })?;
-            return Ok(Json(JobState {
-                state: "stored".to_owned(),
+            let document: PredictionDoc =
+                serde_json::from_value(body["_source"].clone()).map_err(|error| {
+                    ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("the stored document does not parse: {error}"),
+                    )
+                })?;
+            let state = if document.status == Status::Failed {
+                "failed"
+            } else {
+                "stored"
+            };
+            Ok(Json(JobState {
+                state: state.to_owned(),
                 document: Some(document),
-                dead_letter: None,
-            }));
+            }))
         }
         // No document, or no index yet.
-        404 => {}
-        status => {
-            return Err(ApiError::unavailable(format!(
-                "Elasticsearch answered {status} for the document"
-            )));
-        }
-    }
-    match dlq::find(state.broker.config(), &id).await {
-        Ok(letter) => Ok(Json(JobState {
-            state: "dead_lettered".to_owned(),
+        404 => Ok(Json(JobState {
+            state: "unknown".to_owned(),
             document: None,
-            dead_letter: Some(DeadLetterState {
-                reason: letter.reason.to_string(),
-                error: letter.error,
-                attempts: letter.attempts,
-                last_failure: letter.last_failure,
-            }),
         })),
-        Err(DlqError::NotFound(_)) => Ok(Json(JobState {
-            state: "pending".to_owned(),
-            document: None,
-            dead_letter: None,
-        })),
-        Err(error) => Err(ApiError::unavailable(error)),
+        status => Err(ApiError::unavailable(format!(
+            "Elasticsearch answered {status} for the document"
+        ))),
     }
 }

@@ -5,13 +5,13 @@ use axum::Json;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 
-use super::{dead_letters, health, jobs, predictions};
+use super::{auth, dead_letters, health, jobs, predictions};
 
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "lambdex admin",
-        description = "Ad-hoc face age and gender predictions, jobs ahead of the batch backlog, and dead-letter replay. Every /v1 route needs `Authorization: Bearer TOKEN`."
+        description = "Ad-hoc face age and gender predictions, jobs ahead of the batch backlog, and dead-letter replay. Every /v1 route needs `Authorization: Bearer TOKEN` of a token holding the scope its security requirement names (predict, store, submit, read, replay; set per token in admin.tokens); a token without it is answered 403 naming the scope. Every call that may change state is written to the audit log with the token's name."
     ),
     paths(
         predictions::create,
@@ -19,6 +19,7 @@ use super::{dead_letters, health, jobs, predictions};
         jobs::show,
         dead_letters::list,
         dead_letters::replay,
+        auth::whoami,
         health::healthz,
         health::readyz,
         health::metrics,

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Bytes;
 use axum::extract::rejection::QueryRejection;
-use axum::extract::{Query, State};
+use axum::extract::{Extension, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lambdex_proto::{Job, PredictionDoc, Status};
@@ -15,7 +15,10 @@ use sha2::{Digest as _, Sha256};
 use utoipa::{IntoParams, ToSchema};
 
 use super::AdminState;
+use super::audit::Detail;
+use super::auth::Caller;
 use super::error::{ApiError, ErrorBody};
+use crate::config::Scope;
 use crate::queue::enqueue::job_id_of;
 
 /// Whether the document was written to Elasticsearch (`store=true`).
@@ -35,7 +38,7 @@ pub struct PredictionRequest {
     /// enqueue` does).
     #[serde(default)]
     job_id: Option<String>,
-    /// Also write the document to Elasticsearch.
+    /// Also write the document to Elasticsearch (needs the `store` scope).
     #[serde(default)]
     store: bool,
 }
@@ -44,7 +47,7 @@ pub struct PredictionRequest {
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct UploadParams {
-    /// Also write the document to Elasticsearch.
+    /// Also write the document to Elasticsearch (needs the `store` scope).
     #[serde(default)]
     store: bool,
     /// The document's id (default: `upload-` and the image's SHA-256).
@@ -52,7 +55,8 @@ pub struct UploadParams {
 }
 
 /// Label every face of one image now: a JSON body names a URL, or the body
-/// is the image itself (JPEG, PNG, WebP, GIF).
+/// is the image itself (JPEG, PNG, WebP, GIF). Needs the `predict` scope,
+/// and `store` too to keep the document.
 #[utoipa::path(
     post,
     path = "/v1/predictions",
@@ -70,17 +74,20 @@ pub struct UploadParams {
         (status = 200, description = "The document (status ok, no_faces or partial)", body = PredictionDoc),
         (status = 400, description = "Not a valid request", body = ErrorBody),
         (status = 401, description = "No valid token", body = ErrorBody),
+        (status = 403, description = "The token lacks the predict scope, or the store scope with store=true", body = ErrorBody),
         (status = 413, description = "Over admin.max_body_bytes"),
         (status = 415, description = "Neither JSON nor an image", body = ErrorBody),
         (status = 422, description = "Failed for good (the image's fault): the document, with its failure", body = PredictionDoc),
         (status = 429, description = "Over the token's rate", body = ErrorBody),
         (status = 502, description = "Failed in a way that may pass (a function or the download): the document", body = PredictionDoc),
+        (status = 503, description = "Over admin.request_timeout + admin.prediction_timeout, or Elasticsearch would not store it", body = ErrorBody),
         (status = 504, description = "Over admin.prediction_timeout", body = ErrorBody),
     ),
-    security(("bearer" = []))
+    security(("bearer" = ["predict"]))
 )]
 pub async fn create(
     State(state): State<Arc<AdminState>>,
+    Extension(caller): Extension<Caller>,
     params: Result<Query<UploadParams>, QueryRejection>,
     headers: HeaderMap,
     body: Bytes,
@@ -124,6 +131,9 @@ pub async fn create(
             "send application/json naming image_url, or the image as image/* or application/octet-stream",
         ));
     };
+    if store {
+        caller.require(Scope::Store)?;
+    }
     if image.is_none() {
         job.validate_within(&state.config.jobs)
             .map_err(|error| ApiError::bad_request(error.to_string()))?;
@@ -158,7 +168,15 @@ pub async fn create(
         Some(_) if doc.status == Status::Failed => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::OK,
     };
+    let detail = serde_json::json!({
+        "job_id": doc.job_id,
+        "image_url": doc.image_url,
+        "status": doc.status,
+        "faces": doc.faces.len(),
+        "stored": stored,
+    });
     let mut response = (status, Json(doc)).into_response();
+    response.extensions_mut().insert(Detail(detail));
     if store {
         response.headers_mut().insert(
             STORED_HEADER,

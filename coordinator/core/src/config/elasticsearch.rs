@@ -4,14 +4,15 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, CredentialUrl, Secret};
 
 /// Elasticsearch: where the documents go.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ElasticsearchConfig {
-    /// The cluster's URL (one node or a load balancer in front of it).
-    pub url: String,
+    /// The cluster's URL (one node or a load balancer in front of it;
+    /// never shown with a password it carries).
+    pub url: CredentialUrl,
     /// The index (or write alias) documents go to; the index template
     /// lambdex installs matches this name.
     pub index: String,
@@ -21,11 +22,11 @@ pub struct ElasticsearchConfig {
     /// Basic authentication, when set (best from `LAMBDEX__ELASTICSEARCH__PASSWORD`).
     pub username: Option<String>,
     #[serde(skip_serializing)]
-    pub password: Option<String>,
+    pub password: Option<Secret>,
     /// An encoded API key (the `encoded` value Elasticsearch returns),
     /// instead of a user and password.
     #[serde(skip_serializing)]
-    pub api_key: Option<String>,
+    pub api_key: Option<Secret>,
     /// Timeout of one request.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
@@ -53,7 +54,7 @@ pub struct ElasticsearchConfig {
 impl Default for ElasticsearchConfig {
     fn default() -> Self {
         Self {
-            url: "http://127.0.0.1:9200".to_owned(),
+            url: "http://127.0.0.1:9200".into(),
             index: "lambdex-docs".to_owned(),
             install_template: true,
             username: None,

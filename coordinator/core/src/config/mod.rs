@@ -20,6 +20,7 @@ mod metrics;
 mod pipeline;
 mod queue;
 mod retry;
+mod secret;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -28,7 +29,7 @@ use lambdex_proto::JobLimits;
 use lambdex_proto::limits::MAX_IMAGES_PER_REQUEST;
 use serde::{Deserialize, Serialize};
 
-pub use admin::{AdminConfig, AdminToken};
+pub use admin::{AdminConfig, AdminToken, Scope};
 pub use breaker::BreakerConfig;
 pub use cost::CostConfig;
 pub use elasticsearch::ElasticsearchConfig;
@@ -43,6 +44,7 @@ pub use metrics::MetricsConfig;
 pub use pipeline::PipelineConfig;
 pub use queue::QueueConfig;
 pub use retry::RetryConfig;
+pub use secret::{CredentialUrl, REDACTED, Secret};
 
 /// Prefix of the environment overrides.
 pub const ENV_PREFIX: &str = "LAMBDEX";
@@ -50,8 +52,6 @@ pub const ENV_PREFIX: &str = "LAMBDEX";
 pub const ENV_SEPARATOR: &str = "__";
 /// Settings whose override is a comma-separated list.
 const ENV_LISTS: [&str; 1] = ["fetch.allow"];
-/// What a shown password reads as.
-const REDACTED: &str = "REDACTED";
 /// Everything the pipeline needs to know.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -194,6 +194,7 @@ impl Config {
         self.pipeline.validate()?;
         self.queue.validate()?;
         self.elasticsearch.validate()?;
+        self.metrics.validate()?;
         jobs::validate(&self.jobs)?;
         self.admin.validate()
     }
@@ -204,16 +205,12 @@ impl Config {
     }
 
     /// The settings to show a person: as [`Self::to_toml`], with the
-    /// broker's password masked (the Elasticsearch secrets are never
-    /// serialized at all).
+    /// passwords in the broker's and the cluster's URLs masked (the
+    /// Elasticsearch password and API key are never serialized at all).
     pub fn to_redacted_toml(&self) -> String {
         let mut shown = self.clone();
-        if let Ok(mut url) = url::Url::parse(&shown.queue.url)
-            && url.password().is_some()
-            && url.set_password(Some(REDACTED)).is_ok()
-        {
-            shown.queue.url = url.to_string();
-        }
+        shown.queue.url = shown.queue.url.redacted().into();
+        shown.elasticsearch.url = shown.elasticsearch.url.redacted().into();
         shown.to_toml()
     }
 }
@@ -248,6 +245,52 @@ mod tests {
             shown.contains("amqps://worker:REDACTED@mq.example.com/prod"),
             "{shown}"
         );
+    }
+
+    #[test]
+    fn no_secret_in_the_settings_is_ever_shown() {
+        let config = Config::load_with(
+            None,
+            env(&[
+                (
+                    "LAMBDEX__QUEUE__URL",
+                    "amqps://worker:s3cret-mq@mq.example.com/prod",
+                ),
+                (
+                    "LAMBDEX__ELASTICSEARCH__URL",
+                    "https://elastic:s3cret-url@es.example.com:9200",
+                ),
+                ("LAMBDEX__ELASTICSEARCH__USERNAME", "lambdex"),
+                ("LAMBDEX__ELASTICSEARCH__PASSWORD", "s3cret-password"),
+                ("LAMBDEX__ELASTICSEARCH__API_KEY", "s3cret-key"),
+            ]),
+        )
+        .expect("valid");
+        assert_eq!(
+            config.elasticsearch.password.as_ref().map(Secret::expose),
+            Some("s3cret-password")
+        );
+        assert_eq!(
+            config.queue.url.expose(),
+            "amqps://worker:s3cret-mq@mq.example.com/prod"
+        );
+        // Every way the settings are shown: Debug (logs, `{:?}` of any
+        // struct holding them), pretty Debug, the shown TOML.
+        for shown in [
+            format!("{config:?}"),
+            format!("{config:#?}"),
+            format!("{:?}", config.queue),
+            format!("{:?}", config.elasticsearch),
+            config.to_redacted_toml(),
+        ] {
+            assert!(!shown.contains("s3cret"), "{shown}");
+        }
+        assert!(format!("{config:?}").contains("amqps://worker:REDACTED@mq.example.com/prod"));
+        // A client error names the URL without its password.
+        let mut bad = config.elasticsearch.clone();
+        bad.url = "http://elastic:s3cret@[not-a-host".into();
+        let error = crate::sink::client(&bad).expect_err("not a URL");
+        assert!(!error.to_string().contains("s3cret"), "{error}");
     }
 
     #[test]
@@ -325,26 +368,56 @@ batch_size = 16
         let dir = tempfile::tempdir().expect("a temp dir");
         let path = dir.path().join("lambdex.toml");
         let digest = "ab".repeat(32);
-        std::fs::write(
-            &path,
-            format!("[[admin.tokens]]\nname = \"support\"\nsha256 = \"{digest}\"\n"),
-        )
-        .expect("written");
-        let config = Config::load_with(Some(&path), env(&[])).expect("loads");
+        let load = |text: String| {
+            std::fs::write(&path, text).expect("written");
+            Config::load_with(Some(&path), env(&[]))
+        };
+        let config = load(format!(
+            "[[admin.tokens]]\nname = \"support\"\nsha256 = \"{digest}\"\nscopes = [\"predict\", \"read\"]\n"
+        ))
+        .expect("loads");
         assert_eq!(
             config.admin.tokens,
             [AdminToken {
                 name: "support".to_owned(),
-                sha256: digest
+                sha256: digest.clone(),
+                scopes: Some([Scope::Predict, Scope::Read].into()),
             }]
         );
-        std::fs::write(
-            &path,
-            "[[admin.tokens]]\nname = \"support\"\nsha256 = \"the-token-itself\"\n",
+        assert!(config.admin.tokens[0].allows(Scope::Read));
+        assert!(!config.admin.tokens[0].allows(Scope::Store));
+
+        let error = load(
+            "[[admin.tokens]]\nname = \"support\"\nsha256 = \"the-token-itself\"\nscopes = []\n"
+                .to_owned(),
         )
-        .expect("written");
-        let error = Config::load_with(Some(&path), env(&[])).expect_err("not a digest");
+        .expect_err("not a digest");
         assert!(error.to_string().contains("64 hex digits"), "{error}");
+
+        // Least privilege: a token that names nothing may do nothing, and
+        // one that forgets the list is refused rather than let do all.
+        let error = load(format!(
+            "[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{digest}\"\n"
+        ))
+        .expect_err("no scopes");
+        assert!(
+            error
+                .to_string()
+                .contains("\"ops\": scopes is missing: list what the token may do, from predict, store, submit, read, replay"),
+            "{error}"
+        );
+        let error = load(format!(
+            "[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscopes = [\"admin\"]\n"
+        ))
+        .expect_err("no such scope");
+        assert!(error.to_string().contains("admin"), "{error}");
+        let twice =
+            format!("[[admin.tokens]]\nname = \"ops\"\nsha256 = \"{digest}\"\nscopes = []\n");
+        let error = load(format!("{twice}{twice}")).expect_err("one name twice");
+        assert!(
+            error.to_string().contains("two tokens are named \"ops\""),
+            "{error}"
+        );
     }
 
     #[test]

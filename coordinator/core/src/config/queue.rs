@@ -4,15 +4,19 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::ConfigError;
+use super::{ConfigError, CredentialUrl};
 
 /// RabbitMQ: where the jobs come from, and what the worker does with a
 /// job that failed.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct QueueConfig {
-    /// The broker (`amqp://` or `amqps://`, user and password included).
-    pub url: String,
+    /// The broker (`amqp://` or `amqps://`, user and password included;
+    /// never shown with its password).
+    pub url: CredentialUrl,
+    /// How long opening a connection (TCP, TLS, AMQP handshake) may take.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
     /// Prefix of every exchange and queue name (see [`crate::queue::topology`]).
     pub prefix: String,
     /// Quorum queues for the jobs and the dead letters (replicated,
@@ -61,7 +65,8 @@ pub struct QueueConfig {
 impl Default for QueueConfig {
     fn default() -> Self {
         Self {
-            url: "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned(),
+            url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
+            connect_timeout: Duration::from_secs(10),
             prefix: "lambdex".to_owned(),
             quorum: true,
             prefetch: 64,
@@ -92,6 +97,11 @@ impl QueueConfig {
         if self.requeue_attempts > 0 && self.requeue_first_delay.is_zero() {
             return Err(ConfigError::invalid(
                 "queue.requeue_first_delay must be more than 0",
+            ));
+        }
+        if self.connect_timeout.is_zero() {
+            return Err(ConfigError::invalid(
+                "queue.connect_timeout must be more than 0",
             ));
         }
         if self.delivery_limit == 0 {

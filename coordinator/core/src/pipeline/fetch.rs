@@ -9,6 +9,7 @@ use std::time::Duration;
 use image::ImageFormat;
 use lambdex_functions::decode::SUPPORTED_FORMATS;
 use lambdex_proto::FailureClass;
+use lambdex_proto::text::redacted_url;
 use reqwest::StatusCode;
 use reqwest::header::RETRY_AFTER;
 use tokio::time::{Instant, timeout_at};
@@ -60,6 +61,10 @@ pub enum FetchError {
     Timeout { url: String, timeout: Duration },
     #[error("{url} redirected more than {max} times")]
     TooManyRedirects { url: String, max: usize },
+    #[error(
+        "{url} redirected to a URL carrying user information (user:password@host): credentials are never sent with a download"
+    )]
+    CredentialsInRedirect { url: String },
     #[error("cannot download {url}: {reason}")]
     Network { url: String, reason: String },
 }
@@ -69,7 +74,7 @@ impl FetchError {
     pub fn class(&self) -> FailureClass {
         match self {
             Self::Refused(_) => FailureClass::FetchRefused,
-            Self::BadUrl { .. } => FailureClass::InvalidUrl,
+            Self::BadUrl { .. } | Self::CredentialsInRedirect { .. } => FailureClass::InvalidUrl,
             Self::Status { .. } => FailureClass::FetchStatus,
             Self::TooLarge { .. } => FailureClass::ImageTooLarge,
             Self::NotAnImage { .. } => FailureClass::NotAnImage,
@@ -89,7 +94,8 @@ impl Retryable for FetchError {
             | Self::BadUrl { .. }
             | Self::TooLarge { .. }
             | Self::NotAnImage { .. }
-            | Self::TooManyRedirects { .. } => false,
+            | Self::TooManyRedirects { .. }
+            | Self::CredentialsInRedirect { .. } => false,
         }
     }
 
@@ -131,8 +137,12 @@ impl Fetcher {
                     });
                 }
                 if !matches!(attempt.url().scheme(), "http" | "https") {
-                    let url = attempt.url().to_string();
+                    let url = redacted_url(attempt.url().as_str()).into_owned();
                     return attempt.error(FetchError::BadUrl { url });
+                }
+                if !attempt.url().username().is_empty() || attempt.url().password().is_some() {
+                    let url = attempt.previous()[0].to_string();
+                    return attempt.error(FetchError::CredentialsInRedirect { url });
                 }
                 match redirect_guard.check_url(attempt.url()) {
                     Ok(()) => attempt.follow(),
@@ -156,8 +166,10 @@ impl Fetcher {
         let parsed = reqwest::Url::parse(url)
             .ok()
             .filter(|u| matches!(u.scheme(), "http" | "https"))
+            // A job's URL with credentials is refused before it gets here.
+            .filter(|u| u.username().is_empty() && u.password().is_none())
             .ok_or_else(|| FetchError::BadUrl {
-                url: url.to_owned(),
+                url: redacted_url(url).into_owned(),
             })?;
         self.guard.check_url(&parsed).map_err(FetchError::Refused)?;
         let mut attempts = 0;

@@ -116,9 +116,20 @@ impl Pipeline {
     }
 
     /// The document for `job`: its image downloaded, then the stages.
-    #[tracing::instrument(skip_all, fields(job_id = %job.job_id))]
     pub async fn process(&self, job: &Job) -> PredictionDoc {
+        self.process_keeping(job, false).await.0
+    }
+
+    /// As [`Self::process`], also giving back the downloaded image (when
+    /// the download succeeded), e.g. to draw the faces on it.
+    pub async fn process_keeping_image(&self, job: &Job) -> (PredictionDoc, Option<Vec<u8>>) {
+        self.process_keeping(job, true).await
+    }
+
+    #[tracing::instrument(skip_all, fields(job_id = %job.job_id))]
+    async fn process_keeping(&self, job: &Job, keep: bool) -> (PredictionDoc, Option<Vec<u8>>) {
         let _slot = self.jobs.acquire().await.expect("never closed");
+        let kept = std::sync::Mutex::new(None);
         let started = Instant::now();
         let meter = Meter::default();
         let memory = JobMemory::new(&self.budget);
@@ -129,6 +140,9 @@ impl Pipeline {
             match fetched {
                 Ok(fetched) => {
                     let (image, held) = (fetched.bytes, fetched.reservation);
+                    if keep && let Ok(mut kept) = kept.lock() {
+                        *kept = Some(image.clone());
+                    }
                     self.run(job, image, held, timings, &meter, &memory).await
                 }
                 Err(error) => {
@@ -139,7 +153,8 @@ impl Pipeline {
             }
         };
         let doc = self.within_deadline(job, &memory, work).await;
-        self.finished(doc, &meter, started)
+        let image = kept.into_inner().ok().flatten();
+        (self.finished(doc, &meter, started), image)
     }
 
     /// The document for `job` whose image bytes are already here (a file

@@ -1,9 +1,13 @@
 //! Connecting to RabbitMQ on tokio, and publishing with confirms.
 
+use std::time::Duration;
+
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::publisher_confirm::Confirmation;
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Connection, ConnectionProperties};
+
+use crate::config::QueueConfig;
 
 /// AMQP persistent delivery mode.
 const PERSISTENT: u8 = 2;
@@ -16,15 +20,29 @@ pub enum AmqpError {
     Nacked(String),
     #[error("RabbitMQ could not route the publish to {0:?}: is the topology declared?")]
     Unroutable(String),
+    #[error("RabbitMQ at {url}: no connection within queue.connect_timeout ({timeout:?})")]
+    ConnectTimeout {
+        /// Redacted.
+        url: String,
+        timeout: Duration,
+    },
 }
 
-/// A connection driven by tokio, named for the broker's connection list.
-pub async fn connect(url: &str, name: &str) -> Result<Connection, AmqpError> {
+/// A connection to `config.url` driven by tokio, named for the broker's
+/// connection list, opened within `config.connect_timeout`.
+pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, AmqpError> {
     let properties = ConnectionProperties::default()
         .with_executor(tokio_executor_trait::Tokio::current())
         .with_reactor(tokio_reactor_trait::Tokio::current())
         .with_connection_name(LongString::from(name));
-    Ok(Connection::connect(url, properties).await?)
+    let connecting = Connection::connect(config.url.expose(), properties);
+    match tokio::time::timeout(config.connect_timeout, connecting).await {
+        Ok(connected) => Ok(connected?),
+        Err(_) => Err(AmqpError::ConnectTimeout {
+            url: config.url.redacted(),
+            timeout: config.connect_timeout,
+        }),
+    }
 }
 
 /// A channel whose every publish is confirmed by the broker.

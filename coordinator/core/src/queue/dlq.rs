@@ -118,9 +118,28 @@ pub struct Filter {
     pub since: Option<DateTime<Utc>>,
     /// At most this many.
     pub limit: Option<u64>,
+    /// Only among the first this many letters in the queue (those a dry
+    /// run looked at: letters that arrived since are after them).
+    pub first: Option<u64>,
 }
 
 impl Filter {
+    /// This filter bounded to what `planned` (its dry run) counted: no
+    /// more letters than it took, only among those it looked at. A purge
+    /// confirmed after its count deletes what was counted, not letters
+    /// that arrived meanwhile.
+    pub fn as_counted(&self, planned: &Summary) -> Self {
+        let taken = planned.taken_total();
+        Self {
+            limit: Some(self.limit.map_or(taken, |limit| limit.min(taken))),
+            first: Some(
+                self.first
+                    .map_or(planned.examined, |first| first.min(planned.examined)),
+            ),
+            ..self.clone()
+        }
+    }
+
     fn matches(&self, letter: &DeadLetter) -> bool {
         let reason = match &self.reason {
             Some(reason) => &letter.reason == reason,
@@ -190,7 +209,7 @@ struct Walk {
 impl Walk {
     async fn start(config: &QueueConfig, name: &str) -> Result<(Self, Topology), DlqError> {
         let topology = Topology::new(config);
-        let connection = amqp::connect(&config.url, name).await?;
+        let connection = amqp::connect(config, name).await?;
         let channel = amqp::confirmed_channel(&connection).await?;
         topology.declare(&channel).await?;
         let remaining = message_count(&channel, &topology.dead_queue).await?;
@@ -259,11 +278,27 @@ pub async fn browse(
 
 /// Dead letters by reason, most first.
 pub async fn counts(config: &QueueConfig) -> Result<Vec<ReasonCount>, DlqError> {
+    Ok(counts_and_latest(config, 0).await?.0)
+}
+
+/// Dead letters by reason, most first, and the `latest` last in the queue
+/// (newest last), in one walk.
+pub async fn counts_and_latest(
+    config: &QueueConfig,
+    latest: usize,
+) -> Result<(Vec<ReasonCount>, Vec<DeadLetter>), DlqError> {
     let mut by_reason: BTreeMap<FailureClass, ReasonCount> = BTreeMap::new();
+    let mut last = std::collections::VecDeque::with_capacity(latest);
     browse(
         config,
         |_| {},
         |letter| {
+            if latest > 0 {
+                if last.len() == latest {
+                    last.pop_front();
+                }
+                last.push_back(letter.clone());
+            }
             let entry = by_reason
                 .entry(letter.reason.clone())
                 .or_insert_with(|| ReasonCount {
@@ -286,7 +321,7 @@ pub async fn counts(config: &QueueConfig) -> Result<Vec<ReasonCount>, DlqError> 
             .cmp(&a.count)
             .then_with(|| a.reason.as_str().cmp(b.reason.as_str()))
     });
-    Ok(counts)
+    Ok((counts, last.into()))
 }
 
 /// The dead letter with this id (job id, or `msg-…`).
@@ -316,6 +351,9 @@ pub async fn take(
     on_step: impl FnMut(&Summary),
 ) -> Result<Summary, DlqError> {
     let (mut walk, topology) = Walk::start(config, "lambdex dlq").await?;
+    if let Some(first) = filter.first {
+        walk.remaining = walk.remaining.min(u32::try_from(first).unwrap_or(u32::MAX));
+    }
     on_start(walk.remaining);
     let mut summary = Summary {
         dry_run,
@@ -522,6 +560,31 @@ mod tests {
         };
         assert!(!since.matches(&old) && since.matches(&new));
         assert!(!since.matches(&letter("fetch_status", None)));
+    }
+
+    #[test]
+    fn a_confirmed_purge_is_bounded_by_what_its_dry_run_counted() {
+        let planned = Summary {
+            dry_run: true,
+            examined: 7,
+            taken: BTreeMap::from([("fetch_status".to_owned(), 3)]),
+            kept: 4,
+        };
+        let asked = Filter {
+            reason: Some(FailureClass::FetchStatus),
+            ..Filter::default()
+        };
+        let counted = asked.as_counted(&planned);
+        assert_eq!(counted.reason, asked.reason);
+        assert_eq!((counted.limit, counted.first), (Some(3), Some(7)));
+        // A tighter bound asked for stays.
+        let tight = Filter {
+            limit: Some(2),
+            first: Some(5),
+            ..asked
+        };
+        let counted = tight.as_counted(&planned);
+        assert_eq!((counted.limit, counted.first), (Some(2), Some(5)));
     }
 
     #[test]

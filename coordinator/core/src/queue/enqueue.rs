@@ -33,7 +33,7 @@ pub async fn publish(
     on_confirmed: impl FnMut(),
 ) -> Result<(), AmqpError> {
     let topology = Topology::new(&config.queue);
-    let connection = amqp::connect(&config.queue.url, "lambdex enqueue").await?;
+    let connection = amqp::connect(&config.queue, "lambdex enqueue").await?;
     let channel = amqp::confirmed_channel(&connection).await?;
     topology.declare(&channel).await?;
     publish_on(

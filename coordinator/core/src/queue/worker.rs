@@ -56,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::metrics;
 use crate::pipeline::Pipeline;
+use crate::pipeline::aggregate::{self, Timings};
 use crate::queue::amqp::{self, AmqpError};
 use crate::queue::headers::{
     RETRY_QUEUE_HEADER, attempts_of, count_outage, delivery_count, failure_headers,
@@ -385,7 +386,7 @@ impl Worker {
     async fn open(&self) -> Result<Session, AmqpError> {
         // Named after the queues, for the broker's connection list.
         let name = format!("lambdex worker {}", self.queue().prefix);
-        let connection = amqp::connect(&self.queue().url, &name).await?;
+        let connection = amqp::connect(self.queue(), &name).await?;
         let publisher = amqp::confirmed_channel(&connection).await?;
         self.shared.topology.declare(&publisher).await?;
         let consumer = connection.create_channel().await?;
@@ -529,24 +530,38 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
     let attempts = attempts_of(&delivery);
     let deliveries = delivery_count(&delivery);
     let limit = i64::from(shared.config.queue.delivery_limit);
-    let settlement = match Job::from_slice_within(&delivery.data, &shared.config.jobs) {
-        Err(error) => Settlement::Dead(Failure::new(
-            FailureClass::InvalidMessage,
-            error.to_string(),
-            false,
-        )),
-        Ok(_) if deliveries >= limit => Settlement::Dead(Failure::new(
-            FailureClass::DeliveryLimit,
-            format!(
-                "delivered {} times without an end, queue.delivery_limit is {limit}",
-                deliveries + 1
-            ),
-            false,
-        )),
+    // The failed document of a job that fails, kept to record its outcome
+    // if it is dead-lettered.
+    let (settlement, failed_doc) = match Job::from_slice_within(&delivery.data, &shared.config.jobs)
+    {
+        Err(error) => (
+            Settlement::Dead(Failure::new(
+                FailureClass::InvalidMessage,
+                error.to_string(),
+                false,
+            )),
+            None,
+        ),
+        Ok(job) if deliveries >= limit => {
+            let failure = Failure::new(
+                FailureClass::DeliveryLimit,
+                format!(
+                    "delivered {} times without an end, queue.delivery_limit is {limit}",
+                    deliveries + 1
+                ),
+                false,
+            );
+            let doc = aggregate::failed(&job, failure.clone(), Timings::default());
+            (Settlement::Dead(failure), Some(doc))
+        }
         Ok(job) => {
             let doc = shared.pipeline.process(&job).await;
             let lane = Topology::routing_key(job.priority);
-            settlement_of(&shared, doc, attempts, lane).await
+            let failed_doc = (doc.status == Status::Failed).then(|| doc.clone());
+            (
+                settlement_of(&shared, doc, attempts, lane).await,
+                failed_doc,
+            )
         }
     };
     let tag = delivery.delivery_tag;
@@ -579,6 +594,12 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
                         failure.reason
                     );
                     let given_up = Failure::new(failure.class.clone(), reason, true);
+                    if let Some(doc) = failed_doc
+                        && !record_failure(&shared, doc, &given_up).await
+                    {
+                        nack(&delivery.acker, &shared.stats, tag).await;
+                        return;
+                    }
                     let headers = failure_headers(&delivery, spent, &given_up);
                     let dead = &shared.topology.dead_queue;
                     let published = amqp::publish(&publisher, "", dead, &delivery.data, headers);
@@ -597,6 +618,12 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
             .await
         }
         Settlement::Dead(failure) => {
+            if let Some(doc) = failed_doc
+                && !record_failure(&shared, doc, failure).await
+            {
+                nack(&delivery.acker, &shared.stats, tag).await;
+                return;
+            }
             let headers = failure_headers(&delivery, attempts.saturating_add(1), failure);
             amqp::publish(
                 &publisher,
@@ -693,6 +720,30 @@ fn is_outage(failure: &Failure, functions_down: bool) -> bool {
         | FailureClass::Internal
         | FailureClass::Other(_) => functions_down && failure.retryable,
         _ => false,
+    }
+}
+
+/// Stores a job's failed document (with `failure`, the reason it is
+/// dead-lettered) before its dead letter is published, so its outcome can
+/// be looked up by id; a later success replaces it (see
+/// [`crate::sink::version_of`]). False when the sink cannot store it now:
+/// the job goes back, as a result that cannot be stored does. A document
+/// refused for good is logged and the job dead-lettered all the same: the
+/// dead letter is the record that counts.
+async fn record_failure(shared: &Shared, mut doc: PredictionDoc, failure: &Failure) -> bool {
+    doc.status = Status::Failed;
+    doc.failure = Some(failure.clone());
+    let job_id = doc.job_id.clone();
+    match shared.sink.write(doc).await {
+        Ok(()) => true,
+        Err(SinkError::Rejected { status, reason }) => {
+            tracing::warn!(%job_id, status, %reason, "the failed document was refused; the job is dead-lettered all the same");
+            true
+        }
+        Err(error) => {
+            tracing::warn!(%error, %job_id, "the failed document was not stored; the job goes back");
+            false
+        }
     }
 }
 

@@ -8,9 +8,12 @@
 //!   documents may race in two of them, and the versions settle it.
 //! - The document id is the job id: reprocessing a job replaces its
 //!   document instead of adding another.
-//! - External versioning, the version being `processed_at` in µs: a
-//!   redelivered job's older result never overwrites a newer one (the 409
-//!   that answers it counts as stored — a newer result is).
+//! - External versioning, the version being `processed_at` in µs
+//!   ([`version_of`]): a redelivered job's older result never overwrites a
+//!   newer one (the 409 that answers it counts as stored — a newer result
+//!   is). A failed job's document (written when it is dead-lettered, so
+//!   its outcome can be looked up by id) ranks below every result: a later
+//!   success replaces it, it never replaces a result.
 //! - Items answered 429 or 5xx, and whole requests that fail (the cluster
 //!   down, a timeout), are retried with backoff until they succeed; the
 //!   worker holds their jobs unacknowledged meanwhile, and the bounded
@@ -33,8 +36,8 @@ use elasticsearch::http::transport::{SingleNodeConnectionPool, TransportBuilder}
 use elasticsearch::indices::IndicesPutIndexTemplateParts;
 use elasticsearch::params::VersionType;
 use elasticsearch::{BulkOperation, BulkOperations, BulkParts, Elasticsearch};
-use lambdex_proto::PredictionDoc;
 use lambdex_proto::text::truncated;
+use lambdex_proto::{PredictionDoc, Status};
 use serde_json::Value;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
@@ -123,20 +126,41 @@ impl Sink {
     }
 }
 
+/// A result's versions start here, above every failed document's (whose
+/// version is its time in µs, below 2^52 until the year 2112).
+const RESULT_VERSIONS: i64 = 1 << 52;
+
+/// The document's external version: its time in µs, and for a result
+/// (any status but failed) [`RESULT_VERSIONS`] more, so that a result
+/// always wins over a failure, and the newer of two alike wins.
+pub fn version_of(doc: &PredictionDoc) -> i64 {
+    let micros = doc.processed_at.timestamp_micros().max(0);
+    if doc.status == Status::Failed {
+        micros
+    } else {
+        micros.saturating_add(RESULT_VERSIONS)
+    }
+}
+
 /// The official client for `config`'s cluster.
 pub fn client(config: &ElasticsearchConfig) -> Result<Elasticsearch, SinkError> {
-    let url = url::Url::parse(&config.url).map_err(|error| {
-        SinkError::Config(format!("elasticsearch.url {:?}: {error}", config.url))
+    let url = url::Url::parse(config.url.expose()).map_err(|error| {
+        // Shown redacted: the URL may carry a password.
+        SinkError::Config(format!("elasticsearch.url {}: {error}", config.url))
     })?;
     let mut transport = TransportBuilder::new(SingleNodeConnectionPool::new(url))
         .timeout(config.request_timeout)
         .disable_proxy();
     if let Some(api_key) = &config.api_key {
-        transport = transport.auth(Credentials::EncodedApiKey(api_key.clone()));
+        transport = transport.auth(Credentials::EncodedApiKey(api_key.expose().to_owned()));
     } else if let Some(username) = &config.username {
         transport = transport.auth(Credentials::Basic(
             username.clone(),
-            config.password.clone().unwrap_or_default(),
+            config
+                .password
+                .as_ref()
+                .map(|password| password.expose().to_owned())
+                .unwrap_or_default(),
         ));
     }
     let transport = transport
@@ -370,7 +394,7 @@ async fn bulk(
 ) -> Result<Vec<(u16, Option<String>)>, SinkError> {
     let mut operations = BulkOperations::new();
     for pending in batch {
-        let version = pending.doc.processed_at.timestamp_micros();
+        let version = version_of(&pending.doc);
         operations.push(
             BulkOperation::index(&pending.doc)
                 .id(pending.doc.job_id.clone())
@@ -472,6 +496,24 @@ impl Outcome {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_result_outranks_every_failure_and_the_newer_of_two_alike_wins() {
+        let doc = |status, time: &str| {
+            serde_json::from_value::<PredictionDoc>(serde_json::json!({
+                "schema_version": lambdex_proto::SCHEMA_VERSION, "job_id": "a",
+                "image_url": "https://x/a.jpg", "status": status, "processed_at": time,
+            }))
+            .expect("a document")
+        };
+        let old_result = version_of(&doc("ok", "2026-01-01T00:00:00Z"));
+        let new_failure = version_of(&doc("failed", "2100-01-01T00:00:00Z"));
+        let newer_failure = version_of(&doc("failed", "2100-01-02T00:00:00Z"));
+        let new_result = version_of(&doc("no_faces", "2026-01-02T00:00:00Z"));
+        assert!(new_failure < old_result);
+        assert!(new_failure < newer_failure);
+        assert!(old_result < new_result);
+    }
 
     #[test]
     fn item_statuses_are_stored_retried_or_refused() {
