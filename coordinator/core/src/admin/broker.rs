@@ -51,10 +51,7 @@ impl Broker {
         };
         let (connection, channel) = tokio::time::timeout(self.config.connect_timeout, opening)
             .await
-            .map_err(|_| AmqpError::ConnectTimeout {
-                url: self.config.url.redacted(),
-                timeout: self.config.connect_timeout,
-            })??;
+            .map_err(|_| AmqpError::connect_timeout(&self.config))??;
         *open = Some((connection, channel.clone()));
         Ok(channel)
     }

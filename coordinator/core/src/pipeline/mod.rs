@@ -129,7 +129,7 @@ impl Pipeline {
     #[tracing::instrument(skip_all, fields(job_id = %job.job_id))]
     async fn process_keeping(&self, job: &Job, keep: bool) -> (PredictionDoc, Option<Vec<u8>>) {
         let _slot = self.jobs.acquire().await.expect("never closed");
-        let kept = std::sync::Mutex::new(None);
+        let mut kept = None;
         let started = Instant::now();
         let meter = Meter::default();
         let memory = JobMemory::new(&self.budget);
@@ -140,8 +140,8 @@ impl Pipeline {
             match fetched {
                 Ok(fetched) => {
                     let (image, held) = (fetched.bytes, fetched.reservation);
-                    if keep && let Ok(mut kept) = kept.lock() {
-                        *kept = Some(image.clone());
+                    if keep {
+                        kept = Some(image.clone());
                     }
                     self.run(job, image, held, timings, &meter, &memory).await
                 }
@@ -153,8 +153,7 @@ impl Pipeline {
             }
         };
         let doc = self.within_deadline(job, &memory, work).await;
-        let image = kept.into_inner().ok().flatten();
-        (self.finished(doc, &meter, started), image)
+        (self.finished(doc, &meter, started), kept)
     }
 
     /// The document for `job` whose image bytes are already here (a file

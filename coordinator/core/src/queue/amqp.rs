@@ -28,6 +28,16 @@ pub enum AmqpError {
     },
 }
 
+impl AmqpError {
+    /// No connection to `config.url` within `config.connect_timeout`.
+    pub fn connect_timeout(config: &QueueConfig) -> Self {
+        Self::ConnectTimeout {
+            url: config.url.redacted(),
+            timeout: config.connect_timeout,
+        }
+    }
+}
+
 /// A connection to `config.url` driven by tokio, named for the broker's
 /// connection list, opened within `config.connect_timeout`.
 pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, AmqpError> {
@@ -38,10 +48,7 @@ pub async fn connect(config: &QueueConfig, name: &str) -> Result<Connection, Amq
     let connecting = Connection::connect(config.url.expose(), properties);
     match tokio::time::timeout(config.connect_timeout, connecting).await {
         Ok(connected) => Ok(connected?),
-        Err(_) => Err(AmqpError::ConnectTimeout {
-            url: config.url.redacted(),
-            timeout: config.connect_timeout,
-        }),
+        Err(_) => Err(AmqpError::connect_timeout(config)),
     }
 }
 
