@@ -384,6 +384,29 @@ fn a_batch_gives_each_crop_the_answer_it_gets_alone() {
     }
 }
 
+/// Every output of `ours` within 1e-4 of `tracts`' (relative, or absolute
+/// below 1).
+fn assert_outputs_close(
+    ours: &[tract_onnx::prelude::TValue],
+    tracts: &[tract_onnx::prelude::TValue],
+    what: &str,
+) {
+    use lambdex_functions::onnx;
+
+    assert_eq!(ours.len(), tracts.len());
+    for (a, b) in ours.iter().zip(tracts) {
+        let a = onnx::f32_values(a).expect("f32 output");
+        let b = onnx::f32_values(b).expect("f32 output");
+        assert_eq!(a.len(), b.len());
+        for (x, y) in a.iter().zip(b) {
+            assert!(
+                (x - y).abs() <= 1e-4 * y.abs().max(1.0),
+                "{what}: {x} against {y}"
+            );
+        }
+    }
+}
+
 #[test]
 fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
     use lambdex_functions::kernels::simd::{self, Level};
@@ -419,18 +442,56 @@ fn blazeface_runs_the_same_on_lambdex_kernels_as_on_tracts_own() {
         let ours = onnx.plan_with(&shape, Choice::OURS).expect("plans");
         for level in Level::available() {
             let ours = simd::with_level(level, || run(&ours));
-            assert_eq!(ours.len(), tracts.len());
-            for (a, b) in ours.iter().zip(&tracts) {
-                let a = onnx::f32_values(a).expect("f32 output");
-                let b = onnx::f32_values(b).expect("f32 output");
-                assert_eq!(a.len(), b.len());
-                for (x, y) in a.iter().zip(b) {
-                    assert!(
-                        (x - y).abs() <= 1e-4 * y.abs().max(1.0),
-                        "{file} at {level}: {x} against {y}"
-                    );
-                }
-            }
+            assert_outputs_close(&ours, &tracts, &format!("{file} at {level}"));
+        }
+    }
+}
+
+#[test]
+fn the_classifiers_run_the_same_on_lambdex_kernels_as_on_tracts_own() {
+    use lambdex_functions::kernels::simd::{self, Level};
+    use lambdex_functions::kernels::{self, Choice, Kernel};
+    use lambdex_functions::{onnx, onnx::OnnxFile};
+    use tract_onnx::prelude::*;
+
+    // The age net's ten 3×3 convolutions over 14 × 14 pixels or fewer run
+    // channels last; the gender net's, on 16 × 16 and 32 × 32, stay tract's.
+    let shallow = Choice::of(&[
+        Kernel::ResidualBlock,
+        Kernel::StemConv,
+        Kernel::Depthwise,
+        Kernel::MaxPool,
+        Kernel::AddRelu,
+    ]);
+    for (file, size, deep) in [
+        ("age-gender/age-v1.onnx", 64, 10),
+        ("age-gender/gender-v1.onnx", 32, 0),
+    ] {
+        let onnx = OnnxFile::read(&models_dir().join(file)).expect("reads");
+        let shape = [2, 3, size, size];
+        let swapped = |chosen| {
+            let mut model = onnx.typed_model(&shape).expect("loads");
+            kernels::substitute(&mut model, chosen).expect("swaps")
+        };
+        assert_eq!(swapped(Choice::OURS) - swapped(shallow), deep, "{file}");
+
+        // Two faces: the astronaut's photo and its mirror image.
+        let photo = imageops::resize(&astronaut(), size as u32, size as u32, imageops::Triangle);
+        let mirrored = imageops::flip_horizontal(&photo);
+        let planes = [&photo, &mirrored].into_iter().flat_map(|image| {
+            (0..3).flat_map(move |c| image.pixels().map(move |p| p.0[c] as f32 / 255.0))
+        });
+        let input = tract_ndarray::Array4::from_shape_vec(shape, planes.collect()).expect("fits");
+        let input: Tensor = input.into();
+        let run = |plan: &onnx::Plan| onnx::run(plan, input.clone()).expect("runs");
+        let tracts = run(&onnx.tract_plan(&shape).expect("plans"));
+        // Every SIMD level this CPU runs, each with a plan made at it (the
+        // deep convolutions pack their weights for the level's tiles).
+        for level in Level::available() {
+            let ours = simd::with_level(level, || {
+                run(&onnx.plan_with(&shape, Choice::OURS).expect("plans"))
+            });
+            assert_outputs_close(&ours, &tracts, &format!("{file} at {level}"));
         }
     }
 }

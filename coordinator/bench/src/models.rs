@@ -14,7 +14,7 @@ use lambdex_functions::decode::{DecodeLimits, decode};
 use lambdex_functions::detect::Region;
 use lambdex_functions::handler::classify_request;
 use lambdex_functions::kernels::Choice;
-use lambdex_functions::kernels::simd::{self, Level, SIMD_ENV};
+use lambdex_functions::kernels::simd::{self, Level, SIMD_ENV, TRACT_ISA_ENV};
 use lambdex_functions::onnx::{self, OnnxFile, Tensor};
 use lambdex_functions::{FaceCropConfig, FaceCropper, Task, models};
 use lambdex_local::config::PROJECT_MEMORY_MB;
@@ -380,9 +380,6 @@ fn measure_level(level: Level, args: &Args, models_dir: &Path) -> anyhow::Result
     let line = json.lines().last().unwrap_or_default();
     serde_json::from_str(line).with_context(|| format!("reading what {level} measured: {line}"))
 }
-
-/// tract's switch for its own kernels' instruction sets.
-const TRACT_ISA_ENV: &str = "TRACT_CPU_ISA";
 
 /// onnxruntime's times on this host, in this run.
 #[derive(Debug, Deserialize)]

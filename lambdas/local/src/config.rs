@@ -27,6 +27,7 @@ use serde::Deserialize;
 use crate::in_process::{Builtin, InProcessFunction};
 use lambdex_functions::MODEL_ENV;
 use lambdex_functions::classify::Task;
+use lambdex_functions::kernels::simd::{self, TRACT_ISA_ENV};
 use lambdex_functions::models::MODELS_DIR_ENV;
 
 /// The unqualified version every function has.
@@ -176,11 +177,21 @@ pub struct ProjectFunctions {
 }
 
 /// This process's `LAMBDEX_*` variables: the functions' settings
-/// (`LAMBDEX_MAX_FACES`, …), passed on to the project's functions.
+/// (`LAMBDEX_MAX_FACES`, …), passed on to the project's functions, and
+/// `TRACT_CPU_ISA`.
 pub fn lambdex_environment() -> BTreeMap<String, String> {
-    std::env::vars()
-        .filter(|(name, _)| name.starts_with("LAMBDEX_"))
-        .collect()
+    let mut environment: BTreeMap<String, String> = std::env::vars()
+        .filter(|(name, _)| name.starts_with("LAMBDEX_") || name == TRACT_ISA_ENV)
+        .collect();
+    // A SIMD level capped with `LAMBDEX_SIMD` caps tract's own kernels too,
+    // so that a function measured at AVX2 runs wholly at AVX2, as on a host
+    // without AVX-512.
+    if !environment.contains_key(TRACT_ISA_ENV)
+        && let Some(isa) = simd::level().tract_isa()
+    {
+        environment.insert(TRACT_ISA_ENV.to_owned(), isa.to_owned());
+    }
+    environment
 }
 
 /// Memory of the project's functions locally: one full vCPU.
@@ -464,6 +475,19 @@ fn handler(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_capped_simd_level_caps_tracts_kernels_in_the_functions_too() {
+        // An explicit TRACT_CPU_ISA is passed on as it is.
+        let explicit = std::env::var(TRACT_ISA_ENV).ok();
+        for level in simd::Level::available() {
+            let environment = simd::with_level(level, lambdex_environment);
+            let expected = explicit
+                .clone()
+                .or_else(|| level.tract_isa().map(str::to_owned));
+            assert_eq!(environment.get(TRACT_ISA_ENV), expected.as_ref(), "{level}");
+        }
+    }
 
     fn parse(text: &str) -> Result<LocalConfig, String> {
         LocalConfig::from_toml(text, Path::new("/etc/lambdex")).map_err(|error| match error {

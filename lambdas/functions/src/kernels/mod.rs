@@ -1,5 +1,6 @@
-//! Our own ops for the BlazeFace layers tract 0.23 runs slowly, all f32 and
-//! channels first, one module each:
+//! Our own ops for the layers tract 0.23 runs slowly (BlazeFace's, and the
+//! age net's 3×3 convolutions), all f32 and channels first at their inputs
+//! and outputs, one module each:
 //!
 //! - `depthwise`: 3×3 depthwise convolutions, stride 1 and 2 ([`Depthwise3x3`]);
 //! - `max_pool`: 2×2 max pools with stride 2 ([`MaxPool2x2S2`]);
@@ -9,7 +10,9 @@
 //!   its tensor once, a band of rows at a time ([`ResidualBlock`]);
 //! - `stem_conv`: a first layer, a dense convolution of the colour planes
 //!   ([`StemConv`]);
-//! - `product`: the register-tiled `W · x + b` the last two end in.
+//! - `product`: the register-tiled `W · x + b` the last two end in;
+//! - `deep_conv`: the classifiers' dense 3×3 convolutions over many
+//!   channels and few pixels, channels last ([`DeepConv`]).
 //!
 //! tract walks the strided layers one output at a time with bounds checks
 //! on every tap, and runs a sum and its ReLU as two passes. Here each input
@@ -34,6 +37,7 @@ use tract_onnx::tract_core::ops::cnn::{Conv, KernelFormat, MaxPool, PaddingSpec}
 use tract_onnx::tract_core::ops::nn::DataFormat;
 
 mod choice;
+mod deep_conv;
 mod depthwise;
 mod max_pool;
 mod product;
@@ -43,6 +47,7 @@ mod stem_conv;
 mod sum_relu;
 
 pub use choice::{Choice, ChoiceError, KERNELS_ENV, Kernel};
+pub use deep_conv::DeepConv;
 pub use depthwise::Depthwise3x3;
 pub use max_pool::MaxPool2x2S2;
 pub use residual_block::ResidualBlock;
@@ -102,6 +107,17 @@ fn next_patch(model: &TypedModel, chosen: Choice) -> TractResult<Option<TypedMod
                 stem_conv::matched(conv, model, node)?.filter(|_| chosen.uses(Kernel::StemConv))
             {
                 Box::new(op)
+            } else if chosen.uses(Kernel::DeepConv)
+                && let Some(op) = deep_conv::matched(conv, model, node)?
+            {
+                // It holds its weights and bias, packed: its one input is
+                // the data.
+                return Ok(Some(TypedModelPatch::replace_single_op(
+                    model,
+                    node,
+                    &node.inputs[..1],
+                    op,
+                )?));
             } else {
                 continue;
             }
@@ -316,6 +332,18 @@ pub(crate) mod testing {
         inputs: &[Tensor],
         chosen: Choice,
     ) -> usize {
+        swapped_and_compared_within(model, inputs, chosen, 1e-5)
+    }
+
+    /// The same, each output within `tolerance` of tract's (relative, or
+    /// absolute below 1): sums of thousands of products, added in another
+    /// order, differ in more than the last bits.
+    pub(crate) fn swapped_and_compared_within(
+        model: TypedModel,
+        inputs: &[Tensor],
+        chosen: Choice,
+        tolerance: f32,
+    ) -> usize {
         let run = |model: TypedModel| -> Vec<f32> {
             let plan = model
                 .into_optimized()
@@ -333,7 +361,7 @@ pub(crate) mod testing {
         assert_eq!(got.len(), expected.len());
         for (i, (g, e)) in got.iter().zip(&expected).enumerate() {
             assert!(
-                (g - e).abs() <= 1e-5 * e.abs().max(1.0),
+                (g - e).abs() <= tolerance * e.abs().max(1.0),
                 "output {i}: {g} against tract's {e}"
             );
         }
@@ -376,14 +404,15 @@ pub(crate) mod testing {
         model
     }
 
-    /// A dense convolution of `shape`'s channels into five, `k`×`k`.
+    /// A dense convolution of `shape`'s channels into `outputs`, `k`×`k`.
     pub(crate) fn dense_conv_model(
         shape: [usize; 4],
+        outputs: usize,
         k: usize,
         stride: usize,
         padding: PaddingSpec,
     ) -> TypedModel {
-        let (channels, outputs) = (shape[1], 5);
+        let channels = shape[1];
         let mut model = TypedModel::default();
         let x = model
             .add_source("x", f32::fact(shape))

@@ -223,7 +223,7 @@ impl Product<'_> {
 /// times slower than the scalar one (BENCHMARKS.md); there a tile
 /// multiplies, then adds.
 #[inline(always)]
-fn fused<S: Simd>() -> bool {
+pub(super) fn fused<S: Simd>() -> bool {
     !(cfg!(target_arch = "x86_64") && S::F32_LANES == 4)
 }
 

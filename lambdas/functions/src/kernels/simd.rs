@@ -19,6 +19,10 @@ use pulp::WithSimd;
 /// or `scalar`. Unset: the widest this CPU has.
 pub const SIMD_ENV: &str = "LAMBDEX_SIMD";
 
+/// tract's switch for its own kernels' instruction sets ([`Level::tract_isa`]
+/// says what caps them at a level), read once per process.
+pub const TRACT_ISA_ENV: &str = "TRACT_CPU_ISA";
+
 /// A SIMD level, narrowest first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {

@@ -283,7 +283,7 @@ mod tests {
             ([1, 1, 6, 9], 3, 2, PaddingSpec::Valid),
             ([1, 3, 40, 1200], 5, 2, explicit(1, 2)),
         ] {
-            let model = dense_conv_model(shape, k, stride, padding.clone());
+            let model = dense_conv_model(shape, 5, k, stride, padding.clone());
             let swapped = swapped_and_compared(model, &[tensor(&shape, 11)]);
             assert_eq!(swapped, 1, "{shape:?} {k}×{k} stride {stride} {padding:?}");
         }
@@ -292,12 +292,12 @@ mod tests {
     #[test]
     fn a_convolution_over_many_channels_a_wide_kernel_or_stride_1_is_left_to_tract() {
         for (shape, k, stride) in [
-            ([1, 8, 10, 10], 3, 2),
+            ([1, 6, 10, 10], 3, 2),
             ([1, 3, 20, 20], 7, 2),
             // The gender net's stem.
             ([1, 3, 10, 7], 3, 1),
         ] {
-            let model = dense_conv_model(shape, k, stride, PaddingSpec::Valid);
+            let model = dense_conv_model(shape, 5, k, stride, PaddingSpec::Valid);
             assert_eq!(
                 swapped_and_compared(model, &[tensor(&shape, 11)]),
                 0,
