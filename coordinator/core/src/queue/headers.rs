@@ -56,9 +56,16 @@ pub const MAX_HEADERS_BYTES: usize = 32 * 1024;
 /// A delivery's count of failures so far, whatever a producer forged into
 /// the header: never negative, never so large that one more overflows.
 pub fn attempts_of(delivery: &Delivery) -> i64 {
-    amqp::header_number(delivery.properties.headers().as_ref(), ATTEMPTS_HEADER)
-        .unwrap_or(0)
-        .clamp(0, i64::MAX - 1)
+    count(amqp::header_number(
+        delivery.properties.headers().as_ref(),
+        ATTEMPTS_HEADER,
+    ))
+}
+
+/// A count read from a header a producer may have forged: none is 0, and
+/// it is never negative nor so large that one more overflows.
+fn count(header: Option<i64>) -> i64 {
+    header.unwrap_or(0).clamp(0, i64::MAX - 1)
 }
 
 /// How many times the broker has delivered this message before (quorum
@@ -119,9 +126,7 @@ pub fn failure_headers(delivery: &Delivery, attempts: i64, failure: &Failure) ->
 /// when it has been waiting them out.
 pub fn count_outage(headers: &mut FieldTable, delivery: &Delivery) -> DateTime<Utc> {
     let previous = delivery.properties.headers().as_ref();
-    let outages = amqp::header_number(previous, OUTAGES_HEADER)
-        .unwrap_or(0)
-        .clamp(0, i64::MAX - 1);
+    let outages = count(amqp::header_number(previous, OUTAGES_HEADER));
     amqp::set_number(headers, OUTAGES_HEADER, outages + 1);
     let since = amqp::header_text(previous, OUTAGE_SINCE_HEADER)
         .and_then(|since| DateTime::parse_from_rfc3339(&since).ok())
@@ -208,6 +213,15 @@ mod tests {
         let kept = amqp::header_texts(Some(&headers), HISTORY_HEADER);
         assert!(kept.last().is_some_and(|entry| entry.starts_with('9')));
         assert!(amqp::header_text(Some(&headers), "x-producer-notes").is_none());
+    }
+
+    #[test]
+    fn a_forged_count_is_never_negative_and_one_more_never_overflows() {
+        assert_eq!(count(None), 0);
+        assert_eq!(count(Some(-5)), 0);
+        assert_eq!(count(Some(3)), 3);
+        let forged = count(Some(i64::MAX));
+        assert_eq!(forged.checked_add(1), Some(i64::MAX));
     }
 
     #[test]

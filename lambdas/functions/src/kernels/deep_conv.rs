@@ -47,16 +47,17 @@ const MAX_PIXELS: usize = 196;
 
 /// A tile's output pixels and vectors of output channels, by SIMD width:
 /// with AVX-512's 32 registers, 6 pixels by 4 vectors (64 channels) when
-/// the channels are a multiple of 64, else 12 by 2 (32 channels, the
-/// gender net's); with 16 registers (AVX2) or fewer lanes, 6 by 2. Each
-/// leaves registers for the weights and one broadcast value.
+/// the channels are a multiple of 64, else 12 by 2 (32 channels); with 16
+/// registers (AVX2) or fewer lanes, 6 by 2. Each leaves registers for the
+/// weights and one broadcast value.
 const WIDE_TILE: (usize, usize) = (6, 4);
 const WIDE_HALF_TILE: (usize, usize) = (12, 2);
 const NARROW_TILE: (usize, usize) = (6, 2);
 
-/// A `k`×`k` convolution of `[N, C, H, W]` (C ≥ 8, k ≤ 3) by constant
-/// weights `[O, C, k, k]` and bias, the same stride both ways, groups of
-/// one and explicit zero padding. Its one input is the data.
+/// A `k`×`k` convolution of `[N, C, H, W]` (C ≥ 8, k ≤ 3, at most 196
+/// output pixels) by constant weights `[O, C, k, k]` and bias, the same
+/// stride both ways, groups of one and explicit zero padding. Its one
+/// input is the data.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DeepConv {
     pub kernel: usize,
@@ -85,11 +86,13 @@ struct Packed {
 /// plan's ops compare as tract needs (`Eq`) whatever the values.
 impl PartialEq for Packed {
     fn eq(&self, other: &Self) -> bool {
-        let bits = |values: &[f32]| values.iter().map(|v| v.to_bits()).collect::<Vec<_>>();
+        let same = |a: &[f32], b: &[f32]| {
+            a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
+        };
         (self.block, self.pixels, self.channels, self.outputs)
             == (other.block, other.pixels, other.channels, other.outputs)
-            && bits(&self.weights) == bits(&other.weights)
-            && bits(&self.bias) == bits(&other.bias)
+            && same(&self.weights, &other.weights)
+            && same(&self.bias, &other.bias)
     }
 }
 
@@ -169,6 +172,14 @@ pub(super) fn matched(
     };
     let (channels, outputs) = (spec.input_channels, spec.output_channels);
     let weights = outputs * channels * kernel * kernel;
+    if conv.group != 1
+        || channels < MIN_CHANNELS
+        || !inputs_fit(model, node, channels, weights, outputs)?
+    {
+        return Ok(None);
+    }
+    // The input is `[N, C, H, W]` (`inputs_fit`); its image must be known
+    // and small.
     let input = model.outlet_fact(node.inputs[0])?;
     let small = match (input.shape[2].to_usize(), input.shape[3].to_usize()) {
         (Ok(h), Ok(w)) => {
@@ -177,11 +188,7 @@ pub(super) fn matched(
         }
         _ => false,
     };
-    if !small
-        || conv.group != 1
-        || channels < MIN_CHANNELS
-        || !inputs_fit(model, node, channels, weights, outputs)?
-    {
+    if !small {
         return Ok(None);
     }
     let konst = |slot: usize| -> TractResult<Arc<Tensor>> {
