@@ -439,6 +439,13 @@ batch_size = 16
             .expect_err("not a duration");
         assert!(error.to_string().contains("timeout"), "{error}");
 
+        let error = Config::load_with(None, env(&[("LAMBDEX__QUEUE__CONFIRM_TIMEOUT", "0s")]))
+            .expect_err("a confirm that may never be waited for");
+        assert!(
+            error.to_string().contains("queue.confirm_timeout"),
+            "{error}"
+        );
+
         let error = Config::load_with(None, env(&[("LAMBDEX__FACE_CROP__BATCH_SIZE", "17")]))
             .expect_err("more images than the function takes");
         assert!(

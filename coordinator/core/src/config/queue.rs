@@ -17,6 +17,12 @@ pub struct QueueConfig {
     /// How long opening a connection (TCP, TLS, AMQP handshake) may take.
     #[serde(with = "humantime_serde")]
     pub connect_timeout: Duration,
+    /// How long a worker waits for the broker to confirm a job's requeue or
+    /// dead letter before it gives the job back (which may then publish its
+    /// letter twice): a confirm that never comes must not hold the delivery
+    /// and its prefetch slot for ever.
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
     /// Prefix of every exchange and queue name (see [`crate::queue::topology`]).
     pub prefix: String,
     /// Quorum queues for the jobs and the dead letters (replicated,
@@ -67,6 +73,7 @@ impl Default for QueueConfig {
         Self {
             url: "amqp://guest:guest@127.0.0.1:5672/%2f".into(),
             connect_timeout: Duration::from_secs(10),
+            confirm_timeout: Duration::from_secs(30),
             prefix: "lambdex".to_owned(),
             quorum: true,
             prefetch: 64,
@@ -99,9 +106,9 @@ impl QueueConfig {
                 "queue.requeue_first_delay must be more than 0",
             ));
         }
-        if self.connect_timeout.is_zero() {
+        if self.connect_timeout.is_zero() || self.confirm_timeout.is_zero() {
             return Err(ConfigError::invalid(
-                "queue.connect_timeout must be more than 0",
+                "queue.connect_timeout and queue.confirm_timeout must be more than 0",
             ));
         }
         if self.delivery_limit == 0 {

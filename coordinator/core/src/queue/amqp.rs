@@ -20,6 +20,8 @@ pub enum AmqpError {
     Nacked(String),
     #[error("RabbitMQ could not route the publish to {0:?}: is the topology declared?")]
     Unroutable(String),
+    #[error("RabbitMQ did not confirm the publish to {0:?} within queue.confirm_timeout ({1:?})")]
+    ConfirmTimeout(String, Duration),
     #[error("RabbitMQ at {url}: no connection within queue.connect_timeout ({timeout:?})")]
     ConnectTimeout {
         /// Redacted.

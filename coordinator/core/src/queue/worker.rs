@@ -602,13 +602,15 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
                     }
                     let headers = failure_headers(&delivery, spent, &given_up);
                     let dead = &shared.topology.dead_queue;
-                    let published = amqp::publish(&publisher, "", dead, &delivery.data, headers);
+                    let published =
+                        publish_within(&shared, &publisher, "", dead, &delivery.data, headers);
                     settle(&shared, &delivery, published.await, Counted::Dead).await;
                     return;
                 }
             }
             amqp::set_text(&mut headers, RETRY_QUEUE_HEADER, queue);
-            amqp::publish(
+            publish_within(
+                &shared,
                 &publisher,
                 &shared.topology.retry_exchange,
                 lane,
@@ -625,7 +627,8 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
                 return;
             }
             let headers = failure_headers(&delivery, attempts.saturating_add(1), failure);
-            amqp::publish(
+            publish_within(
+                &shared,
                 &publisher,
                 "",
                 &shared.topology.dead_queue,
@@ -643,6 +646,28 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
         Settlement::Release => unreachable!("returned above"),
     };
     settle(&shared, &delivery, settled, counted).await;
+}
+
+/// Publishes a job's requeue or dead letter (`amqp::publish`), waiting for
+/// the broker's confirm at most `queue.confirm_timeout`.
+async fn publish_within(
+    shared: &Shared,
+    publisher: &Channel,
+    exchange: &str,
+    routing_key: &str,
+    payload: &[u8],
+    headers: FieldTable,
+) -> Result<(), AmqpError> {
+    let limit = shared.config.queue.confirm_timeout;
+    let published = amqp::publish(publisher, exchange, routing_key, payload, headers);
+    tokio::time::timeout(limit, published)
+        .await
+        .unwrap_or_else(|_| {
+            Err(AmqpError::ConfirmTimeout(
+                format!("{exchange}/{routing_key}"),
+                limit,
+            ))
+        })
 }
 
 /// What a settled delivery counts as.
