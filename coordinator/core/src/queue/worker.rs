@@ -594,17 +594,11 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
                         failure.reason
                     );
                     let given_up = Failure::new(failure.class.clone(), reason, true);
-                    if let Some(doc) = failed_doc
-                        && !record_failure(&shared, doc, &given_up).await
-                    {
-                        nack(&delivery.acker, &shared.stats, tag).await;
-                        return;
+                    let dead =
+                        dead_letter(&shared, &publisher, &delivery, failed_doc, spent, &given_up);
+                    if let Some(published) = dead.await {
+                        settle(&shared, &delivery, published, Counted::Dead).await;
                     }
-                    let headers = failure_headers(&delivery, spent, &given_up);
-                    let dead = &shared.topology.dead_queue;
-                    let published =
-                        publish_within(&shared, &publisher, "", dead, &delivery.data, headers);
-                    settle(&shared, &delivery, published.await, Counted::Dead).await;
                     return;
                 }
             }
@@ -620,22 +614,11 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
             .await
         }
         Settlement::Dead(failure) => {
-            if let Some(doc) = failed_doc
-                && !record_failure(&shared, doc, failure).await
-            {
-                nack(&delivery.acker, &shared.stats, tag).await;
-                return;
+            let spent = attempts.saturating_add(1);
+            match dead_letter(&shared, &publisher, &delivery, failed_doc, spent, failure).await {
+                Some(published) => published,
+                None => return,
             }
-            let headers = failure_headers(&delivery, attempts.saturating_add(1), failure);
-            publish_within(
-                &shared,
-                &publisher,
-                "",
-                &shared.topology.dead_queue,
-                &delivery.data,
-                headers,
-            )
-            .await
         }
     };
     let counted = match settlement {
@@ -646,6 +629,29 @@ async fn handle(shared: Arc<Shared>, publisher: Channel, delivery: Delivery) {
         Settlement::Release => unreachable!("returned above"),
     };
     settle(&shared, &delivery, settled, counted).await;
+}
+
+/// Dead-letters a delivery after `attempts` failures: stores the job's
+/// failed document first (when it has one), then publishes the letter.
+/// `None` when the document could not be stored and the delivery was
+/// given back instead.
+async fn dead_letter(
+    shared: &Shared,
+    publisher: &Channel,
+    delivery: &Delivery,
+    failed_doc: Option<PredictionDoc>,
+    attempts: i64,
+    failure: &Failure,
+) -> Option<Result<(), AmqpError>> {
+    if let Some(doc) = failed_doc
+        && !record_failure(shared, doc, failure).await
+    {
+        nack(&delivery.acker, &shared.stats, delivery.delivery_tag).await;
+        return None;
+    }
+    let headers = failure_headers(delivery, attempts, failure);
+    let dead = &shared.topology.dead_queue;
+    Some(publish_within(shared, publisher, "", dead, &delivery.data, headers).await)
 }
 
 /// Publishes a job's requeue or dead letter (`amqp::publish`), waiting for
